@@ -1,0 +1,63 @@
+# podarmor's make targets: a short index; the work lives in hack/*.sh.
+# `make` (or `make help`) lists the targets.
+
+SHELL := /usr/bin/env bash
+GO ?= go
+FUZZTIME ?= 10s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install the Debian packages and Go tools the build and tests need
+	hack/deps.sh
+	hack/tools.sh >/dev/null
+
+.PHONY: build
+build: ## build the binaries into bin/
+	$(GO) build -o bin/ ./policies/cmd/podarmor
+
+.PHONY: demo
+demo: deps ## show the policy path: the catalog, and a sample policy rendered into its profiles
+	hack/demo.sh
+
+.PHONY: test
+test: deps lint verify ## run every check and test: lint, generated files, unit, golden, parser and fuzz tests
+	hack/test.sh
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	hack/lint.sh
+
+.PHONY: verify
+verify: verify-codegen verify-docs ## check that generated files are up to date
+
+.PHONY: update
+update: update-codegen update-docs ## regenerate every generated file
+
+.PHONY: update-codegen
+update-codegen: ## regenerate deepcopy code and CRDs from policies/api
+	hack/update-codegen.sh
+
+.PHONY: verify-codegen
+verify-codegen: ## fail if deepcopy code or CRDs are stale
+	hack/update-codegen.sh --verify
+
+.PHONY: update-docs
+update-docs: ## regenerate docs/rules.md from the built-in catalog
+	hack/update-docs.sh
+
+.PHONY: verify-docs
+verify-docs: ## fail if docs/rules.md is stale
+	hack/update-docs.sh --verify
+
+.PHONY: update-golden
+update-golden: ## rewrite the golden files of the compiler tests
+	$(GO) test ./policies/... -update
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 10s; try FUZZTIME=10m)
+	hack/fuzz.sh $(FUZZTIME)

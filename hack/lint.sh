@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Lints the module from the repo root: gofmt, go vet and staticcheck (the
+# version pinned in hack/tools/go.mod). Exits non-zero on the first failing
+# check, after printing what it found.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+bin="$(hack/tools.sh)"
+
+echo "lint: gofmt" >&2
+# testdata/ may hold Go files that are malformed on purpose; vendor/ is not ours.
+unformatted="$(
+	find . \( -name .git -o -name testdata -o -name vendor \) -prune -o \
+		-name '*.go' -type f -print0 | xargs -0 -r gofmt -l
+)"
+if [[ -n "$unformatted" ]]; then
+	echo "lint: these files need gofmt -w:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+echo "lint: go vet ./..." >&2
+go vet ./...
+
+echo "lint: staticcheck ./..." >&2
+"$bin/staticcheck" ./...
+
+echo "lint: ok" >&2

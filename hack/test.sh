@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every Go test of the module, then every fuzz target briefly. `make test`
+# calls it after deps, lint and verify.
+#
+# CI=true (set here unless the caller set it) turns tests that would skip for a
+# missing tool, such as apparmor_parser, into failures: hack/deps.sh installed
+# them, so a skip here would hide a broken install.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+export CI="${CI:-true}"
+
+echo "test: go test ./..." >&2
+go test -count=1 ./...
+
+hack/fuzz.sh "${FUZZTIME:-10s}"

@@ -1,0 +1,117 @@
+// Package validation is the one place that decides whether a policy is valid. The
+// admission webhook calls it for ArmorPolicy and ClusterArmorPolicy objects and the
+// podarmor CLI calls it for files; both report its errors with their field paths.
+package validation
+
+import (
+	"fmt"
+	"strings"
+
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/compile"
+)
+
+// Result is the outcome of validating one policy.
+type Result struct {
+	// Errors make the policy invalid; each names a field.
+	Errors field.ErrorList
+	// Warnings do not: they say which enforcer leaves which rule to the others.
+	Warnings []string
+	// Compiled is the compiled policy when there are no errors.
+	Compiled *compile.Result
+}
+
+// ArmorPolicy validates a namespaced policy.
+func ArmorPolicy(p *v1alpha1.ArmorPolicy, o compile.Options) Result {
+	errs := objectMeta(p.Name, p.Namespace, true)
+	errs = append(errs, target(p.Spec.Target, field.NewPath("spec", "target"))...)
+	return finish(compile.FromArmorPolicy(p), o, errs)
+}
+
+// ClusterArmorPolicy validates a cluster-scoped policy.
+func ClusterArmorPolicy(p *v1alpha1.ClusterArmorPolicy, o compile.Options) Result {
+	spec := field.NewPath("spec")
+	errs := objectMeta(p.Name, p.Namespace, false)
+	errs = append(errs, target(p.Spec.Target, spec.Child("target"))...)
+	errs = append(errs, metav1validation.ValidateLabelSelector(&p.Spec.NamespaceSelector,
+		metav1validation.LabelSelectorValidationOptions{}, spec.Child("namespaceSelector"))...)
+	if p.Spec.Priority < -1000 || p.Spec.Priority > 1000 {
+		errs = append(errs, field.Invalid(spec.Child("priority"), p.Spec.Priority, "must be from -1000 to 1000"))
+	}
+	return finish(compile.FromClusterArmorPolicy(p), o, errs)
+}
+
+func objectMeta(name, namespace string, namespaced bool) field.ErrorList {
+	var errs field.ErrorList
+	meta := field.NewPath("metadata")
+	if name == "" {
+		errs = append(errs, field.Required(meta.Child("name"), ""))
+	}
+	for _, msg := range validation.IsDNS1123Subdomain(name) {
+		errs = append(errs, field.Invalid(meta.Child("name"), name, msg))
+	}
+	switch {
+	case namespaced && namespace != "":
+		for _, msg := range validation.IsDNS1123Label(namespace) {
+			errs = append(errs, field.Invalid(meta.Child("namespace"), namespace, msg))
+		}
+	case !namespaced && namespace != "":
+		errs = append(errs, field.Forbidden(meta.Child("namespace"), "a ClusterArmorPolicy has no namespace"))
+	}
+	return errs
+}
+
+func target(t v1alpha1.Target, path *field.Path) field.ErrorList {
+	errs := metav1validation.ValidateLabelSelector(&t.Selector,
+		metav1validation.LabelSelectorValidationOptions{}, path.Child("selector"))
+	seen := map[string]bool{}
+	for i, c := range t.Containers {
+		p := path.Child("containers").Index(i)
+		for _, msg := range validation.IsDNS1123Label(c) {
+			errs = append(errs, field.Invalid(p, c, msg))
+		}
+		if seen[c] {
+			errs = append(errs, field.Duplicate(p, c))
+		}
+		seen[c] = true
+	}
+	return errs
+}
+
+// finish compiles the policy, which checks everything about its rules, and turns the
+// rules some enforcers leave to others into warnings.
+func finish(p compile.Policy, o compile.Options, errs field.ErrorList) Result {
+	res, cerrs := compile.Compile(p, o)
+	errs = append(errs, cerrs...)
+	if len(errs) > 0 {
+		return Result{Errors: errs}
+	}
+	implicit := map[string]bool{}
+	explicit := map[string]bool{}
+	for _, b := range p.Spec.BuiltinRules {
+		explicit["builtin/"+b.Name] = true
+	}
+	for _, r := range res.RuleSet.Rules {
+		if strings.HasPrefix(r.ID, "builtin/") && !explicit[r.ID] {
+			implicit[r.ID] = true
+		}
+	}
+	var warnings []string
+	seen := map[string]bool{}
+	for _, prof := range res.Profiles {
+		for _, u := range prof.Unsupported {
+			key := string(prof.Enforcer) + u.RuleID
+			if implicit[u.RuleID] || seen[key] {
+				continue
+			}
+			seen[key] = true
+			warnings = append(warnings, fmt.Sprintf("rule %s: %s leaves (part of) it to the policy's other enforcers: %s",
+				u.RuleID, prof.Enforcer, u.Reason))
+		}
+	}
+	return Result{Warnings: warnings, Compiled: res}
+}
