@@ -108,6 +108,8 @@ func newTry() *cobra.Command {
 	return &cobra.Command{
 		Use:   "try -f POLICY -- CMD [ARGS...]",
 		Short: "run a command in a container confined by a policy inside a throwaway VM (not implemented yet)",
+		// Refuse whatever the arguments are, rather than complain about unknown flags.
+		DisableFlagParsing: true,
 		RunE: func(*cobra.Command, []string) error {
 			return errors.New("try is not implemented yet: it needs the VM harness of the BPF enforcer; use `podarmor render` to inspect profiles meanwhile")
 		},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"text/tabwriter"
 
@@ -27,8 +28,9 @@ func newRules() *cobra.Command {
 				return err
 			}
 			var exps []*compile.Expansion
+			opts := compile.Options{Catalog: cat, APIServer: exampleAPIServer, ClusterCIDRs: exampleClusterCIDRs}
 			for _, e := range cat.Entries() {
-				x, err := compile.ExpandEntry(e, compile.Options{Catalog: cat})
+				x, err := compile.ExpandEntry(e, opts)
 				if err != nil {
 					return fmt.Errorf("built-in rule %s: %w", e.Name, err)
 				}
@@ -49,6 +51,14 @@ func newRules() *cobra.Command {
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or markdown")
 	return cmd
 }
+
+// The catalog is shown with the placeholders filled in with kubeadm's defaults: service
+// CIDR 10.96.0.0/12 with the kubernetes Service at 10.96.0.1, and the pod CIDR that most
+// network plugins suggest, 10.244.0.0/16.
+var (
+	exampleAPIServer    = []netip.Addr{netip.MustParseAddr("10.96.0.1")}
+	exampleClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")}
+)
 
 func enforcerList(es []v1alpha1.Enforcer) string {
 	s := make([]string, len(es))
@@ -118,7 +128,9 @@ func rulesMarkdown(w io.Writer, exps []*compile.Expansion) error {
 Each rule is named in a policy's `+"`builtinRules`"+` (mode EnhanceProtect). Rules of category
 `+"`runtime-default`"+` are added by the modes RuntimeDefault and EnhanceProtect. The enforcers
 column lists the enforcers that implement (part of) a rule; under each rule, what every
-enforcer makes of it. `+"`podarmor rules -o json`"+` prints the same as data.
+enforcer makes of it. `+"`podarmor rules -o json`"+` prints the same as data. Rules that use
+the placeholders `+"`$APISERVER`"+` and `+"`$CLUSTER_CIDRS`"+` are shown with kubeadm's defaults
+(10.96.0.1; 10.244.0.0/16 and 10.96.0.0/12); on a cluster they take its own values.
 
 | Rule | Category | Enforcers | Description |
 |---|---|---|---|

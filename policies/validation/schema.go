@@ -9,6 +9,7 @@ import (
 	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel"
 	schemadefaulting "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
+	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
 	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
@@ -73,8 +74,16 @@ func (s *Schema) Validate(kind string, obj map[string]any) field.ErrorList {
 	if !ok {
 		return field.ErrorList{field.NotSupported(field.NewPath("kind"), kind, []string{"ArmorPolicy", "ClusterArmorPolicy"})}
 	}
+	// The API server drops fields the schema does not know; with strict field validation
+	// (kubectl's default) it refuses them. Refuse them here too: a misspelt field must not
+	// silently turn a rule off.
+	var errs field.ErrorList
+	unknown := pruning.PruneWithOptions(obj, k.structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
+	for _, path := range unknown {
+		errs = append(errs, field.Invalid(field.NewPath(path), nil, "unknown field"))
+	}
 	schemadefaulting.Default(obj, k.structural)
-	errs := apiservervalidation.ValidateCustomResource(nil, obj, k.validator)
+	errs = append(errs, apiservervalidation.ValidateCustomResource(nil, obj, k.validator)...)
 	if len(errs) > 0 {
 		return errs // CEL rules assume a schema-valid object, as on the API server
 	}

@@ -21,6 +21,10 @@ func TestSchema(t *testing.T) {
 		"a minimal policy passes": {
 			spec: "  target: {selector: {}}\n  enforcers: [BPF]\n  mode: RuntimeDefault\n",
 		},
+		"a misspelt field is refused, not dropped": {
+			spec: "  target: {selector: {}}\n  enforcers: [BPF]\n  mode: EnhanceProtect\n  customRules:\n    file: [{paths: [/x], permissions: [read]}]\n",
+			errs: []string{"spec.customRules.file: Invalid value: null: unknown field"},
+		},
 		"a missing mode is required": {
 			spec: "  target: {selector: {}}\n  enforcers: [BPF]\n",
 			errs: []string{"spec.mode: Required value"},

@@ -82,36 +82,38 @@ func target(t v1alpha1.Target, path *field.Path) field.ErrorList {
 	return errs
 }
 
-// finish compiles the policy, which checks everything about its rules, and turns the
-// rules some enforcers leave to others into warnings.
+// finish compiles the policy, which checks everything about its rules, and warns
+// about each rule that some of the policy's enforcers cannot express: where those are the
+// only enforcers a node has, the rule is not enforced there.
 func finish(p compile.Policy, o compile.Options, errs field.ErrorList) Result {
 	res, cerrs := compile.Compile(p, o)
 	errs = append(errs, cerrs...)
 	if len(errs) > 0 {
 		return Result{Errors: errs}
 	}
-	implicit := map[string]bool{}
 	explicit := map[string]bool{}
 	for _, b := range p.Spec.BuiltinRules {
 		explicit["builtin/"+b.Name] = true
 	}
-	for _, r := range res.RuleSet.Rules {
-		if strings.HasPrefix(r.ID, "builtin/") && !explicit[r.ID] {
-			implicit[r.ID] = true
+	missing := map[string][]string{} // rule id -> enforcers that leave (part of) it out
+	var order []string
+	for _, prof := range res.Profiles {
+		for _, u := range prof.Unsupported {
+			if strings.HasPrefix(u.RuleID, "builtin/") && !explicit[u.RuleID] {
+				continue // the runtime-default share of each enforcer is what it can express
+			}
+			if _, ok := missing[u.RuleID]; !ok {
+				order = append(order, u.RuleID)
+			}
+			if m := missing[u.RuleID]; len(m) == 0 || m[len(m)-1] != string(prof.Enforcer) {
+				missing[u.RuleID] = append(m, string(prof.Enforcer))
+			}
 		}
 	}
 	var warnings []string
-	seen := map[string]bool{}
-	for _, prof := range res.Profiles {
-		for _, u := range prof.Unsupported {
-			key := string(prof.Enforcer) + u.RuleID
-			if implicit[u.RuleID] || seen[key] {
-				continue
-			}
-			seen[key] = true
-			warnings = append(warnings, fmt.Sprintf("rule %s: %s leaves (part of) it to the policy's other enforcers: %s",
-				u.RuleID, prof.Enforcer, u.Reason))
-		}
+	for _, id := range order {
+		warnings = append(warnings, fmt.Sprintf("rule %s is not (fully) enforced by %s; `podarmor render` says why",
+			id, strings.Join(missing[id], ", ")))
 	}
 	return Result{Warnings: warnings, Compiled: res}
 }

@@ -53,7 +53,7 @@ func TestArmorPolicy(t *testing.T) {
 		},
 		"a rule only some enforcers express is a warning": {
 			spec: "  enforcers: [BPF, AppArmor]\n  mode: EnhanceProtect\n  customRules:\n    network:\n    - egress: {addresses: [169.254.169.254]}\n",
-			warnings: []string{"rule custom/network-0: AppArmor leaves"},
+			warnings: []string{"rule custom/network-0 is not (fully) enforced by AppArmor;"},
 		},
 		"system call rules need the Seccomp enforcer": {
 			spec: "  enforcers: [BPF]\n  mode: EnhanceProtect\n  customRules:\n    syscalls:\n    - {names: [reboot]}\n",
