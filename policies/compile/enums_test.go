@@ -9,6 +9,7 @@ import (
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 
 	"github.com/podarmor/podarmor/deploy/crds"
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 )
 
 // TestEnumsMatchCRD keeps the enum lists the compiler checks against in step with the
@@ -28,7 +29,7 @@ func TestEnumsMatchCRD(t *testing.T) {
 		"socket types":       {"spec.customRules.network[].sockets.types[]", strs(socketTypes)},
 		"protocols":          {"spec.customRules.network[].sockets.protocols[]", strs(protocols)},
 		"egress protocols":   {"spec.customRules.network[].egress.protocols[]", strs(protocols)},
-		"capabilities":       {"spec.customRules.capabilities[].capabilities[]", strs(Capabilities)},
+		"capabilities":       {"spec.customRules.capabilities[].capabilities[]", strs(v1alpha1.AllCapabilities)},
 		"ptrace permissions": {"spec.customRules.ptrace[].permissions[]", strs(ptracePermissions)},
 		"ptrace peers":       {"spec.customRules.ptrace[].peers", strs(ptracePeers)},
 		"mount operations":   {"spec.customRules.mounts[].operations[]", strs(mountOperations)},

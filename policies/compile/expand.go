@@ -237,9 +237,9 @@ func (x *expander) custom(c v1alpha1.CustomRules, action v1alpha1.Action, path *
 	}
 	for i, r := range c.Capabilities {
 		p := path.Child("capabilities").Index(i)
-		errs = append(errs, checkEnum(r.Capabilities, p.Child("capabilities"), true, Capabilities)...)
+		errs = append(errs, checkEnum(r.Capabilities, p.Child("capabilities"), true, v1alpha1.AllCapabilities)...)
 		add("capabilities", i, r.RuleMeta, ruleset.Rule{Kind: ruleset.KindCapability, Capability: &ruleset.Capability{
-			Capabilities: sortedSet(r.Capabilities, Capabilities),
+			Capabilities: sortedSet(r.Capabilities, v1alpha1.AllCapabilities),
 		}})
 	}
 	for i, r := range c.Ptrace {

@@ -52,7 +52,7 @@ func TestArmorPolicy(t *testing.T) {
 			errs: []string{"spec.customRules.files[0]", "none of the policy's enforcers can express this rule"},
 		},
 		"a rule only some enforcers express is a warning": {
-			spec: "  enforcers: [BPF, AppArmor]\n  mode: EnhanceProtect\n  customRules:\n    network:\n    - egress: {addresses: [169.254.169.254]}\n",
+			spec:     "  enforcers: [BPF, AppArmor]\n  mode: EnhanceProtect\n  customRules:\n    network:\n    - egress: {addresses: [169.254.169.254]}\n",
 			warnings: []string{"rule custom/network-0 is not (fully) enforced by AppArmor;"},
 		},
 		"system call rules need the Seccomp enforcer": {
