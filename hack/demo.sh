@@ -16,9 +16,13 @@ go build -o bin/ ./policies/cmd/podarmor
 podarmor=bin/podarmor
 echo "built $podarmor"
 
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
 step "The built-in rule catalog (podarmor rules; -o json for data)"
-"$podarmor" rules | head -n 25
-echo "... $("$podarmor" rules -o json | grep -c '"name": "[a-z0-9-]*",$' || true) rules in all; docs/rules.md lists them with what each enforcer makes of them"
+"$podarmor" rules >"$out/rules.txt"
+head -n 25 "$out/rules.txt"
+echo "... $(($(wc -l <"$out/rules.txt") - 1)) rules in all; docs/rules.md lists them with what each enforcer makes of them"
 
 policy=deploy/examples/enhance-protect.yaml
 step "An example policy: $policy"
@@ -33,24 +37,22 @@ if "$podarmor" validate -f deploy/examples/invalid.yaml; then
 	exit 1
 fi
 
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
 step "Render its profiles (podarmor render -f $policy -d DIR)"
-"$podarmor" render -f "$policy" -d "$out"
+"$podarmor" render -f "$policy" -d "$out/profiles"
 
 step "The AppArmor profile"
-cat "$out"/apparmor/*
+cat "$out"/profiles/apparmor/*
 
 step "The seccomp profile (first 40 lines)"
-head -n 40 "$out"/seccomp/podarmor/*.json
+head -n 40 "$out"/profiles/seccomp/podarmor/*.json
 echo "..."
 
 step "The BPF rule set (first 40 lines)"
-head -n 40 "$out"/bpf/*.json
+head -n 40 "$out"/profiles/bpf/*.json
 echo "..."
 
 step "apparmor_parser -Q -K parses the AppArmor profile without loading it"
-apparmor_parser -Q -K -M /usr/share/apparmor-features/features "$out"/apparmor/*
+apparmor_parser -Q -K -M /usr/share/apparmor-features/features "$out"/profiles/apparmor/*
 echo "apparmor_parser: ok"
 
 step "Done"
