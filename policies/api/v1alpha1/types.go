@@ -10,6 +10,15 @@ const (
 	LabelEnable = "podarmor.io/enable"
 	// LabelProfile on a pod names the profile id the node enforcer confines it with.
 	LabelProfile = "podarmor.io/profile"
+
+	// AnnotationOptOut on a pod asks to opt out of its policy, when the policy allows it.
+	AnnotationOptOut = "podarmor.io/opt-out"
+	// AnnotationPolicy on a pod names the policy and generation it was admitted under,
+	// e.g. "ArmorPolicy shop/web@3".
+	AnnotationPolicy = "podarmor.io/policy"
+	// AnnotationDecisions on a pod records the webhook's per-container decisions that
+	// differ from the policy's default, e.g. a container that kept its own profile.
+	AnnotationDecisions = "podarmor.io/decisions"
 )
 
 // Enforcer is a kernel mechanism podarmor drives.
@@ -148,6 +157,43 @@ type ArmorPolicySpec struct {
 	// CustomRules are rules written out in the policy itself.
 	// +optional
 	CustomRules *CustomRules `json:"customRules,omitempty"`
+
+	// Admission says how the admission webhook applies the policy to new pods.
+	// +optional
+	Admission AdmissionOptions `json:"admission,omitempty"`
+}
+
+// NotReadyAction is what the webhook does with a pod whose policy is not loaded on
+// every enforcer node yet.
+// +kubebuilder:validation:Enum=Reject;AdmitBPFOnly
+type NotReadyAction string
+
+const (
+	// NotReadyReject refuses the pod with a message saying which policy is not ready.
+	NotReadyReject NotReadyAction = "Reject"
+	// NotReadyAdmitBPFOnly admits the pod with the profile label only, so that the BPF
+	// enforcer confines it while the AppArmor and seccomp profiles are not injected
+	// (kubelet refuses to start a container whose profile is missing on its node).
+	NotReadyAdmitBPFOnly NotReadyAction = "AdmitBPFOnly"
+)
+
+// AdmissionOptions are the per-policy choices of the admission webhook.
+type AdmissionOptions struct {
+	// AllowOptOut lets a pod opt out of the policy with the annotation
+	// podarmor.io/opt-out: "true". The webhook records every opt-out on the pod and in
+	// its metrics. Off by default: pods cannot opt out.
+	// +optional
+	AllowOptOut bool `json:"allowOptOut,omitempty"`
+	// OverrideProfiles replaces AppArmor and seccomp profiles that containers set
+	// themselves. Off by default: such a container keeps its own profile, and the
+	// webhook records that on the pod and in its metrics.
+	// +optional
+	OverrideProfiles bool `json:"overrideProfiles,omitempty"`
+	// WhenNotReady is what happens to a new pod while the policy's profiles are not yet
+	// loaded on every enforcer node.
+	// +kubebuilder:default=Reject
+	// +optional
+	WhenNotReady NotReadyAction `json:"whenNotReady,omitempty"`
 }
 
 // ClusterArmorPolicySpec is an ArmorPolicySpec for every namespace a selector matches.
