@@ -1,0 +1,321 @@
+// Package server is the HTTP side of podarmor-webhook: kubewebhook handlers for the pod
+// mutating and validating webhooks and the policy validating webhook, and the health
+// endpoints. The decisions themselves are in webhook/admission and policies/validation.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	kwhhttp "github.com/slok/kubewebhook/v2/pkg/http"
+	"github.com/slok/kubewebhook/v2/pkg/model"
+	"github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
+	"github.com/slok/kubewebhook/v2/pkg/webhook/validating"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/compile"
+	"github.com/podarmor/podarmor/policies/validation"
+	"github.com/podarmor/podarmor/webhook/admission"
+	"github.com/podarmor/podarmor/webhook/policy"
+)
+
+// The paths the webhook configurations point at.
+const (
+	PathMutatePods       = "/mutate-pods"
+	PathValidatePods     = "/validate-pods"
+	PathValidatePolicies = "/validate-policies"
+)
+
+// Metrics records what the webhook does; webhook/metrics implements it for Prometheus.
+type Metrics interface {
+	// Review records one HTTP request to a webhook: how long it took and whether it was
+	// answered, malformed (bad-request) or failed (error).
+	Review(webhook, httpResult string, d time.Duration)
+	// Decision records the answer to one admission review: the operation (create,
+	// update, delete) and the result (mutated, unchanged, allowed, denied, error).
+	Decision(webhook, operation, result string)
+	// Outcome records what the validating webhook decided for a pod.
+	Outcome(o admission.Outcome)
+}
+
+// ConflictReporter records on the policies that several ArmorPolicies select one pod.
+type ConflictReporter interface {
+	Report(choice policy.Choice, pod string)
+}
+
+// Config wires the server.
+type Config struct {
+	Planner *admission.Planner
+	// Namespace returns a namespace, from the cache or, on a miss, from the API server
+	// (a pod can arrive right after its namespace is labelled).
+	Namespace func(ctx context.Context, name string) (*corev1.Namespace, error)
+	// AppArmorField reports whether the API server has securityContext.appArmorProfile.
+	AppArmorField func() bool
+	// Compile is what policy validation compiles with (catalog, cluster addresses).
+	Compile compile.Options
+	// Ready reports whether the webhook can answer correctly (caches synced,
+	// certificate loaded); /readyz serves it.
+	Ready     func() bool
+	Metrics   Metrics
+	Conflicts ConflictReporter
+	Logger    *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	switch {
+	case c.Planner == nil:
+		return errors.New("server: Planner is required")
+	case c.Namespace == nil:
+		return errors.New("server: Namespace is required")
+	case c.AppArmorField == nil:
+		return errors.New("server: AppArmorField is required")
+	case c.Ready == nil:
+		return errors.New("server: Ready is required")
+	case c.Metrics == nil:
+		return errors.New("server: Metrics is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Conflicts == nil {
+		c.Conflicts = noConflicts{}
+	}
+	return nil
+}
+
+type noConflicts struct{}
+
+func (noConflicts) Report(policy.Choice, string) {}
+
+type server struct{ Config }
+
+// New returns the webhook's HTTP handler: the three webhooks, /healthz and /readyz.
+func New(cfg Config) (http.Handler, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	s := &server{cfg}
+	log := slogger{cfg.Logger}
+	mutate, err := mutating.NewWebhook(mutating.WebhookConfig{
+		ID: "mutate-pods", Obj: &corev1.Pod{}, Logger: log, Mutator: mutating.MutatorFunc(s.mutatePod),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mutating webhook: %w", err)
+	}
+	validatePods, err := validating.NewWebhook(validating.WebhookConfig{
+		ID: "validate-pods", Obj: &corev1.Pod{}, Logger: log, Validator: validating.ValidatorFunc(s.validatePod),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pod validating webhook: %w", err)
+	}
+	validatePolicies, err := validating.NewWebhook(validating.WebhookConfig{
+		ID: "validate-policies", Logger: log, Validator: validating.ValidatorFunc(s.validatePolicy),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy validating webhook: %w", err)
+	}
+	mux := http.NewServeMux()
+	for path, wh := range map[string]any{PathMutatePods: mutate, PathValidatePods: validatePods, PathValidatePolicies: validatePolicies} {
+		h, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{Webhook: wh.(interface {
+			ID() string
+			Kind() model.WebhookKind
+			Review(context.Context, model.AdmissionReview) (model.AdmissionResponse, error)
+		}), Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("handler %s: %w", path, err)
+		}
+		mux.Handle(path, s.measure(path, h))
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.Ready() {
+			http.Error(w, "not ready: caches not synced or no certificate yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux, nil
+}
+
+// request turns an admission review of a pod into an admission.Request.
+func (s *server) request(ctx context.Context, ar *model.AdmissionReview, pod *corev1.Pod) (admission.Request, error) {
+	ns, err := s.Namespace(ctx, ar.Namespace)
+	if err != nil {
+		return admission.Request{}, fmt.Errorf("namespace %s: %w", ar.Namespace, err)
+	}
+	return admission.Request{
+		Pod:           pod,
+		Namespace:     ns,
+		EphemeralOnly: subResource(ar) == "ephemeralcontainers",
+		AppArmorField: s.AppArmorField(),
+	}, nil
+}
+
+func subResource(ar *model.AdmissionReview) string {
+	if r, ok := ar.OriginalAdmissionReview.(*admissionv1.AdmissionReview); ok && r.Request != nil {
+		return r.Request.SubResource
+	}
+	return ""
+}
+
+// mutatePod applies the plan. A plan that refuses the pod leaves it unchanged: the
+// validating webhook refuses it with the plan's reason. An error fails the review, and
+// with failurePolicy Fail the API server refuses the pod.
+func (s *server) mutatePod(ctx context.Context, ar *model.AdmissionReview, obj metav1.Object) (res *mutating.MutatorResult, err error) {
+	defer func() {
+		result := "mutated"
+		switch {
+		case err != nil:
+			result = "error"
+		case res.MutatedObject == nil:
+			result = "unchanged"
+		}
+		s.Metrics.Decision("mutate-pods", string(ar.Operation), result)
+	}()
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, fmt.Errorf("not a pod: %T", obj)
+	}
+	req, err := s.request(ctx, ar, pod)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := s.Planner.Plan(req)
+	if err != nil {
+		return nil, err
+	}
+	if plan.Reject != "" {
+		return &mutating.MutatorResult{Warnings: plan.Warnings}, nil
+	}
+	if err := admission.Apply(pod, plan, req.AppArmorField, req.EphemeralOnly); err != nil {
+		return nil, err
+	}
+	return &mutating.MutatorResult{MutatedObject: pod, Warnings: plan.Warnings}, nil
+}
+
+// validatePod refuses a pod that does not carry what its policy asks for.
+func (s *server) validatePod(ctx context.Context, ar *model.AdmissionReview, obj metav1.Object) (res *validating.ValidatorResult, err error) {
+	defer func() { s.Metrics.Decision("validate-pods", string(ar.Operation), verdict(res, err)) }()
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, fmt.Errorf("not a pod: %T", obj)
+	}
+	req, err := s.request(ctx, ar, pod)
+	if err != nil {
+		return deny("podarmor cannot confine this pod: %v", err), nil
+	}
+	plan, err := s.Planner.Plan(req)
+	if err != nil {
+		return deny("podarmor cannot confine this pod: %v", err), nil
+	}
+	if !ar.DryRun {
+		for _, o := range plan.Outcomes {
+			s.Metrics.Outcome(o)
+		}
+		if len(plan.Choice.Conflicts) > 0 {
+			s.Conflicts.Report(plan.Choice, ar.Namespace+"/"+podName(ar, pod))
+		}
+	}
+	if err := admission.Check(pod, plan, req.AppArmorField, req.EphemeralOnly); err != nil {
+		return deny("podarmor: %v", err), nil
+	}
+	return &validating.ValidatorResult{Valid: true}, nil
+}
+
+func podName(ar *model.AdmissionReview, pod *corev1.Pod) string {
+	switch {
+	case ar.Name != "":
+		return ar.Name
+	case pod.GenerateName != "":
+		return pod.GenerateName + "*"
+	}
+	return pod.Name
+}
+
+// validatePolicy runs the one policy validation and answers with its field paths.
+func (s *server) validatePolicy(_ context.Context, ar *model.AdmissionReview, obj metav1.Object) (res *validating.ValidatorResult, err error) {
+	defer func() { s.Metrics.Decision("validate-policies", string(ar.Operation), verdict(res, err)) }()
+	if ar.Operation == model.OperationDelete {
+		return &validating.ValidatorResult{Valid: true}, nil
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("not an unstructured object: %T", obj)
+	}
+	var vr validation.Result
+	switch kind := u.GetKind(); kind {
+	case "ArmorPolicy":
+		var p v1alpha1.ArmorPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			return deny("decode ArmorPolicy: %v", err), nil
+		}
+		vr = validation.ArmorPolicy(&p, s.Compile)
+	case "ClusterArmorPolicy":
+		var p v1alpha1.ClusterArmorPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			return deny("decode ClusterArmorPolicy: %v", err), nil
+		}
+		vr = validation.ClusterArmorPolicy(&p, s.Compile)
+	default:
+		return deny("kind %q is not a podarmor policy", kind), nil
+	}
+	if len(vr.Errors) > 0 {
+		msgs := make([]string, len(vr.Errors))
+		for i, e := range vr.Errors {
+			msgs[i] = e.Error()
+		}
+		return &validating.ValidatorResult{Valid: false, Message: strings.Join(msgs, "; "), Warnings: vr.Warnings}, nil
+	}
+	return &validating.ValidatorResult{Valid: true, Warnings: vr.Warnings}, nil
+}
+
+func verdict(res *validating.ValidatorResult, err error) string {
+	switch {
+	case err != nil:
+		return "error"
+	case res.Valid:
+		return "allowed"
+	}
+	return "denied"
+}
+
+func deny(format string, args ...any) *validating.ValidatorResult {
+	return &validating.ValidatorResult{Valid: false, Message: fmt.Sprintf(format, args...)}
+}
+
+// measure records every review's path, operation, result and latency.
+func (s *server) measure(path string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		result := "answered"
+		switch {
+		case rec.status >= 500:
+			result = "error"
+		case rec.status >= 400:
+			result = "bad-request"
+		}
+		s.Metrics.Review(strings.TrimPrefix(path, "/"), result, time.Since(start))
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
