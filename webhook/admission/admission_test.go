@@ -267,7 +267,9 @@ func TestPlanAndApply(t *testing.T) {
 		},
 		"a privileged container is confined like any other": {
 			store: store{armor: []*v1alpha1.ArmorPolicy{armorPolicy("web", t0, nil)}},
-			pod:   pod(func(p *corev1.Pod) { p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)} }),
+			pod: pod(func(p *corev1.Pod) {
+				p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+			}),
 			field: true, profile: "ap.shop.web",
 			check: func(t *testing.T, p *corev1.Pod) {
 				sc := p.Spec.Containers[0].SecurityContext

@@ -4,9 +4,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -134,7 +137,7 @@ func New(cfg Config) (http.Handler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("handler %s: %w", path, err)
 		}
-		mux.Handle(path, s.measure(path, h))
+		mux.Handle(path, s.measure(path, guard(h)))
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -307,6 +310,55 @@ func (s *server) measure(path string, next http.Handler) http.Handler {
 			result = "bad-request"
 		}
 		s.Metrics.Review(strings.TrimPrefix(path, "/"), result, time.Since(start))
+	})
+}
+
+// MaxReviewBytes bounds the body of an admission review: the API server's own request
+// limit (3 MiB) plus room for the old object of an update.
+const MaxReviewBytes = 8 << 20
+
+// guard answers 400 to a body that is not an AdmissionReview with a request, before
+// kubewebhook sees it (kubewebhook dereferences the request without checking), and turns
+// a panic anywhere below into a 500 instead of a dead connection.
+func guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				http.Error(w, fmt.Sprintf("internal error: %v", p), http.StatusInternalServerError)
+			}
+		}()
+		if r.Method != http.MethodPost {
+			http.Error(w, "admission reviews are POSTed", http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, MaxReviewBytes+1))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("read body: %v", err), http.StatusBadRequest)
+			return
+		}
+		if len(body) > MaxReviewBytes {
+			http.Error(w, fmt.Sprintf("body over %d bytes", MaxReviewBytes), http.StatusRequestEntityTooLarge)
+			return
+		}
+		var head struct {
+			APIVersion string          `json:"apiVersion"`
+			Kind       string          `json:"kind"`
+			Request    json.RawMessage `json:"request"`
+		}
+		if err := json.Unmarshal(body, &head); err != nil {
+			http.Error(w, fmt.Sprintf("not a JSON AdmissionReview: %v", err), http.StatusBadRequest)
+			return
+		}
+		if head.Kind != "AdmissionReview" || (head.APIVersion != "admission.k8s.io/v1" && head.APIVersion != "admission.k8s.io/v1beta1") {
+			http.Error(w, fmt.Sprintf("want an admission.k8s.io/v1 AdmissionReview, got %s %s", head.APIVersion, head.Kind), http.StatusBadRequest)
+			return
+		}
+		if len(head.Request) == 0 || string(head.Request) == "null" {
+			http.Error(w, "AdmissionReview without a request", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
 	})
 }
 

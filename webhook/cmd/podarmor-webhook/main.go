@@ -1,0 +1,381 @@
+// Command podarmor-webhook is podarmor's admission webhook: it validates policies and
+// confines the pods of opted-in namespaces at creation. Configuration comes from flags,
+// PODARMOR_* environment variables (PODARMOR_DEFAULT_POLICY for --default-policy) and an
+// optional file (--config); see docs/webhook.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podarmor/podarmor/policies/catalog"
+	"github.com/podarmor/podarmor/policies/compile"
+	"github.com/podarmor/podarmor/webhook/admission"
+	"github.com/podarmor/podarmor/webhook/certs"
+	"github.com/podarmor/podarmor/webhook/metrics"
+	"github.com/podarmor/podarmor/webhook/policy"
+	"github.com/podarmor/podarmor/webhook/registration"
+	"github.com/podarmor/podarmor/webhook/server"
+)
+
+// Configuration keys: flag names, and with PODARMOR_ and dashes as underscores, the
+// environment variables.
+const (
+	keyConfig          = "config"
+	keyKubeconfig      = "kubeconfig"
+	keyListen          = "listen-address"
+	keyMetricsListen   = "metrics-address"
+	keyNamespace       = "namespace"
+	keyDefaultPolicy   = "default-policy"
+	keyServiceName     = "service-name"
+	keySecretName      = "tls-secret-name"
+	keyCertFile        = "tls-cert-file"
+	keyKeyFile         = "tls-key-file"
+	keyDNSNames        = "tls-dns-names"
+	keyIPAddresses     = "tls-ip-addresses"
+	keyServingValidity = "tls-serving-validity"
+	keyCAValidity      = "tls-ca-validity"
+	keyConfigName      = "webhook-configuration-name"
+	keyRegisterURL     = "register-url"
+	keyAPIServer       = "apiserver-addresses"
+	keyClusterCIDRs    = "cluster-cidrs"
+	keyVersionRefresh  = "version-refresh"
+	keyResync          = "resync"
+	keyLogFormat       = "log-format"
+	keyLogLevel        = "log-level"
+)
+
+// config is the typed configuration, read once.
+type config struct {
+	Kubeconfig      string        `mapstructure:"kubeconfig"`
+	Listen          string        `mapstructure:"listen-address"`
+	MetricsListen   string        `mapstructure:"metrics-address"`
+	Namespace       string        `mapstructure:"namespace"`
+	DefaultPolicy   string        `mapstructure:"default-policy"`
+	ServiceName     string        `mapstructure:"service-name"`
+	SecretName      string        `mapstructure:"tls-secret-name"`
+	CertFile        string        `mapstructure:"tls-cert-file"`
+	KeyFile         string        `mapstructure:"tls-key-file"`
+	DNSNames        []string      `mapstructure:"tls-dns-names"`
+	IPAddresses     []string      `mapstructure:"tls-ip-addresses"`
+	ServingValidity time.Duration `mapstructure:"tls-serving-validity"`
+	CAValidity      time.Duration `mapstructure:"tls-ca-validity"`
+	ConfigName      string        `mapstructure:"webhook-configuration-name"`
+	RegisterURL     string        `mapstructure:"register-url"`
+	APIServer       []string      `mapstructure:"apiserver-addresses"`
+	ClusterCIDRs    []string      `mapstructure:"cluster-cidrs"`
+	VersionRefresh  time.Duration `mapstructure:"version-refresh"`
+	Resync          time.Duration `mapstructure:"resync"`
+	LogFormat       string        `mapstructure:"log-format"`
+	LogLevel        string        `mapstructure:"log-level"`
+}
+
+func loadConfig(args []string) (config, error) {
+	fs := pflag.NewFlagSet("podarmor-webhook", pflag.ContinueOnError)
+	fs.String(keyConfig, "", "configuration file (YAML); flags and PODARMOR_* variables override it")
+	fs.String(keyKubeconfig, "", "kubeconfig; empty means in-cluster")
+	fs.String(keyListen, ":9443", "address of the webhook's HTTPS server")
+	fs.String(keyMetricsListen, ":8080", "address of /metrics, /healthz and /readyz (plain HTTP)")
+	fs.String(keyNamespace, "podarmor-system", "namespace podarmor runs in (never confined)")
+	fs.String(keyDefaultPolicy, "default", "ClusterArmorPolicy for pods of opted-in namespaces that no other policy selects; empty refuses such pods")
+	fs.String(keyServiceName, certs.DefaultServiceName, "Service of the webhook, for the serving certificate's names")
+	fs.String(keySecretName, certs.DefaultSecretName, "Secret holding the webhook's CA and serving certificate")
+	fs.String(keyCertFile, "", "serving certificate file (cert-manager); disables the self-managed CA")
+	fs.String(keyKeyFile, "", "serving key file, with --tls-cert-file")
+	fs.StringSlice(keyDNSNames, nil, "extra DNS names for the serving certificate")
+	fs.StringSlice(keyIPAddresses, nil, "IP addresses for the serving certificate (e.g. 127.0.0.1 outside a cluster)")
+	fs.Duration(keyServingValidity, certs.DefaultServingValidity, "validity of serving certificates")
+	fs.Duration(keyCAValidity, certs.DefaultCAValidity, "validity of the CA")
+	fs.String(keyConfigName, "podarmor", "name of the Mutating- and ValidatingWebhookConfiguration")
+	fs.String(keyRegisterURL, "", "create or update the webhook configurations with this base URL (a webhook outside the cluster, e.g. https://127.0.0.1:9443); empty leaves them to the Helm chart")
+	fs.StringSlice(keyAPIServer, nil, "addresses $APISERVER stands for in policies; empty reads the kubernetes Service")
+	fs.StringSlice(keyClusterCIDRs, nil, "pod and service CIDRs $CLUSTER_CIDRS stands for in policies")
+	fs.Duration(keyVersionRefresh, 10*time.Minute, "how often to re-read the API server's version (AppArmor field or annotation)")
+	fs.Duration(keyResync, 10*time.Minute, "informer resync period")
+	fs.String(keyLogFormat, "json", "log format: json or text")
+	fs.String(keyLogLevel, "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	v := viper.New()
+	v.SetEnvPrefix("PODARMOR")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+	if err := v.BindPFlags(fs); err != nil {
+		return config{}, err
+	}
+	if file := v.GetString(keyConfig); file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return config{}, fmt.Errorf("read config %s: %w", file, err)
+		}
+	}
+	var c config
+	if err := v.Unmarshal(&c); err != nil {
+		return config{}, fmt.Errorf("configuration: %w", err)
+	}
+	return c, nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--%s %q: %w", keyLogLevel, level, err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--%s %q: want json or text", keyLogFormat, format)
+}
+
+func main() {
+	cfg, err := loadConfig(os.Args[1:])
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "podarmor-webhook:", err)
+		os.Exit(2)
+	}
+	log, err := newLogger(cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "podarmor-webhook:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("podarmor-webhook stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	rc, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+
+	compileOpts, err := compileOptions(ctx, cfg, kube)
+	if err != nil {
+		return err
+	}
+	store, err := policy.NewInformers(kube, dyn, cfg.Resync)
+	if err != nil {
+		return err
+	}
+	version := &serverVersion{kube: kube, log: log}
+	if err := version.refresh(); err != nil {
+		return err
+	}
+
+	var ips []net.IP
+	for _, s := range cfg.IPAddresses {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return fmt.Errorf("--%s: %q is not an IP address", keyIPAddresses, s)
+		}
+		ips = append(ips, ip)
+	}
+	if cfg.RegisterURL != "" {
+		if err := register(ctx, kube, cfg); err != nil {
+			return err
+		}
+	}
+	tlsCerts, err := certs.New(certs.Config{
+		Client: kube, Namespace: cfg.Namespace, SecretName: cfg.SecretName, ServiceName: cfg.ServiceName,
+		DNSNames: cfg.DNSNames, IPAddresses: ips,
+		MutatingWebhookConfigurationName: cfg.ConfigName, ValidatingWebhookConfigurationName: cfg.ConfigName,
+		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
+		ServingValidity: cfg.ServingValidity, CAValidity: cfg.CAValidity,
+		Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rec, err := metrics.New(reg, store.Size)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	conflicts := policy.NewConflictRecorder(dyn, log)
+	ready := func() bool { return store.Synced() && tlsCerts.Ready() }
+	handler, err := server.New(server.Config{
+		Planner: &admission.Planner{Store: store, DefaultPolicy: cfg.DefaultPolicy},
+		Namespace: func(ctx context.Context, name string) (*corev1.Namespace, error) {
+			if ns, ok := store.Namespace(name); ok {
+				return ns, nil
+			}
+			return kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		},
+		AppArmorField: version.appArmorField,
+		Compile:       compileOpts,
+		Ready:         ready,
+		Metrics:       rec,
+		Conflicts:     conflicts,
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ops := http.NewServeMux()
+	ops.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ops.Handle("/healthz", handler)
+	ops.Handle("/readyz", handler)
+	webhookSrv := &http.Server{Addr: cfg.Listen, Handler: handler, TLSConfig: tlsCerts.TLSConfig(), ReadHeaderTimeout: 5 * time.Second}
+	opsSrv := &http.Server{Addr: cfg.MetricsListen, Handler: ops, ReadHeaderTimeout: 5 * time.Second}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return tlsCerts.Run(ctx) })
+	g.Go(func() error { return store.Start(ctx) })
+	g.Go(func() error { conflicts.Run(ctx); return nil })
+	g.Go(func() error { version.run(ctx, cfg.VersionRefresh); return nil })
+	g.Go(func() error { return serve(ctx, webhookSrv, true) })
+	g.Go(func() error { return serve(ctx, opsSrv, false) })
+	log.Info("podarmor-webhook started", "listen", cfg.Listen, "metrics", cfg.MetricsListen, "namespace", cfg.Namespace,
+		"defaultPolicy", cfg.DefaultPolicy, "appArmorField", version.appArmorField())
+	return g.Wait()
+}
+
+// serve runs srv until ctx ends, then drains it.
+func serve(ctx context.Context, srv *http.Server, tls bool) error {
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if tls {
+			err = srv.ListenAndServeTLS("", "")
+		} else {
+			err = srv.ListenAndServe()
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", srv.Addr, err)
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	}
+}
+
+// compileOptions are what policy validation compiles with: the catalog once, and the
+// cluster's addresses for $APISERVER and $CLUSTER_CIDRS.
+func compileOptions(ctx context.Context, cfg config, kube kubernetes.Interface) (compile.Options, error) {
+	cat, err := catalog.Load()
+	if err != nil {
+		return compile.Options{}, fmt.Errorf("built-in catalog: %w", err)
+	}
+	backends, err := compile.DefaultBackends()
+	if err != nil {
+		return compile.Options{}, err
+	}
+	o := compile.Options{Catalog: cat, Backends: backends}
+	addrs := cfg.APIServer
+	if len(addrs) == 0 {
+		svc, err := kube.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if err != nil {
+			return o, fmt.Errorf("read the kubernetes Service for $APISERVER (or set --%s): %w", keyAPIServer, err)
+		}
+		addrs = svc.Spec.ClusterIPs
+	}
+	for _, s := range addrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return o, fmt.Errorf("--%s %q: %w", keyAPIServer, s, err)
+		}
+		o.APIServer = append(o.APIServer, a)
+	}
+	for _, s := range cfg.ClusterCIDRs {
+		p, err := compile.ParseAddress(s)
+		if err != nil {
+			return o, fmt.Errorf("--%s %q: %w", keyClusterCIDRs, s, err)
+		}
+		o.ClusterCIDRs = append(o.ClusterCIDRs, p)
+	}
+	return o, nil
+}
+
+// register creates or updates the webhook configurations for a webhook reached by URL.
+// The certificate manager fills in their CA bundle.
+func register(ctx context.Context, kube kubernetes.Interface, cfg config) error {
+	m, v, err := registration.Configurations(registration.Options{
+		Name: cfg.ConfigName, URL: cfg.RegisterURL, OwnNamespace: cfg.Namespace,
+	})
+	if err != nil {
+		return err
+	}
+	mc := kube.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	if old, err := mc.Get(ctx, m.Name, metav1.GetOptions{}); err == nil {
+		keepCABundle(old.Webhooks, m.Webhooks)
+		m.ResourceVersion = old.ResourceVersion
+		_, err = mc.Update(ctx, m, metav1.UpdateOptions{})
+		if err != nil {
+			return fmt.Errorf("update MutatingWebhookConfiguration %s: %w", m.Name, err)
+		}
+	} else if _, err := mc.Create(ctx, m, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create MutatingWebhookConfiguration %s: %w", m.Name, err)
+	}
+	vc := kube.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	if old, err := vc.Get(ctx, v.Name, metav1.GetOptions{}); err == nil {
+		for i := range v.Webhooks {
+			for _, o := range old.Webhooks {
+				if o.Name == v.Webhooks[i].Name {
+					v.Webhooks[i].ClientConfig.CABundle = o.ClientConfig.CABundle
+				}
+			}
+		}
+		v.ResourceVersion = old.ResourceVersion
+		if _, err := vc.Update(ctx, v, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("update ValidatingWebhookConfiguration %s: %w", v.Name, err)
+		}
+	} else if _, err := vc.Create(ctx, v, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create ValidatingWebhookConfiguration %s: %w", v.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,206 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/webhook/admission"
+)
+
+type store struct{ armor []*v1alpha1.ArmorPolicy }
+
+func (s store) ArmorPolicies(string) []*v1alpha1.ArmorPolicy                   { return s.armor }
+func (s store) ClusterArmorPolicies() []*v1alpha1.ClusterArmorPolicy           { return nil }
+func (s store) ClusterArmorPolicy(string) (*v1alpha1.ClusterArmorPolicy, bool) { return nil, false }
+func (s store) Namespace(string) (*corev1.Namespace, bool)                     { return nil, false }
+
+type countingMetrics struct{ decisions map[string]int }
+
+func (m *countingMetrics) Review(string, string, time.Duration) {}
+func (m *countingMetrics) Decision(webhook, op, result string) {
+	m.decisions[webhook+" "+op+" "+result]++
+}
+func (m *countingMetrics) Outcome(admission.Outcome) {}
+
+func testServer(t testing.TB) (http.Handler, *countingMetrics) {
+	t.Helper()
+	p := &v1alpha1.ArmorPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Generation: 1},
+		Spec: v1alpha1.ArmorPolicySpec{
+			Target:    v1alpha1.Target{Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+			Enforcers: []v1alpha1.Enforcer{v1alpha1.EnforcerBPF, v1alpha1.EnforcerAppArmor, v1alpha1.EnforcerSeccomp},
+			Mode:      v1alpha1.ModeEnhanceProtect,
+		},
+		Status: v1alpha1.PolicyStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
+	}
+	m := &countingMetrics{decisions: map[string]int{}}
+	h, err := New(Config{
+		Planner: &admission.Planner{Store: store{armor: []*v1alpha1.ArmorPolicy{p}}},
+		Namespace: func(_ context.Context, name string) (*corev1.Namespace, error) {
+			return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, nil
+		},
+		AppArmorField: func() bool { return true },
+		Ready:         func() bool { return true },
+		Metrics:       m,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, m
+}
+
+func review(t testing.TB, op admissionv1.Operation, obj runtime.Object, kind metav1.GroupVersionKind) []byte {
+	t.Helper()
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID: "1", Kind: kind, Operation: op, Namespace: "shop",
+			Object: runtime.RawExtension{Raw: raw},
+		},
+	}
+	body, err := json.Marshal(ar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+func post(t testing.TB, h http.Handler, path string, body []byte) (int, admissionv1.AdmissionReview) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body)))
+	var out admissionv1.AdmissionReview
+	if rec.Code == http.StatusOK {
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("decode response: %v\n%s", err, rec.Body)
+		}
+	}
+	return rec.Code, out
+}
+
+var podGVK = metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
+
+func webPod() *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop", Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox"}}},
+	}
+}
+
+func TestMutateAndValidatePod(t *testing.T) {
+	h, m := testServer(t)
+	code, resp := post(t, h, PathMutatePods, review(t, admissionv1.Create, webPod(), podGVK))
+	if code != http.StatusOK || !resp.Response.Allowed {
+		t.Fatalf("mutate: %d %+v", code, resp.Response)
+	}
+	patch := string(resp.Response.Patch)
+	for _, want := range []string{`"path":"/metadata/labels/podarmor.io~1profile","value":"ap.shop.web"`, `podarmor-ap.shop.web`, `podarmor/ap.shop.web.json`} {
+		if !strings.Contains(patch, want) {
+			t.Errorf("patch lacks %s:\n%s", want, patch)
+		}
+	}
+	code, resp = post(t, h, PathValidatePods, review(t, admissionv1.Create, webPod(), podGVK))
+	if code != http.StatusOK || resp.Response.Allowed {
+		t.Fatalf("an unmutated pod must be refused: %d %+v", code, resp.Response)
+	}
+	if msg := resp.Response.Result.Message; !strings.Contains(msg, "podarmor.io/profile") {
+		t.Errorf("refusal does not say why: %s", msg)
+	}
+	if m.decisions["mutate-pods create mutated"] != 1 || m.decisions["validate-pods create denied"] != 1 {
+		t.Errorf("decisions %v", m.decisions)
+	}
+}
+
+func TestMalformedReviewIsBadRequest(t *testing.T) {
+	h, _ := testServer(t)
+	for name, body := range map[string][]byte{
+		"not JSON":       []byte("{{{"),
+		"empty body":     nil,
+		"no request":     []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`),
+		"wrong kind":     []byte(`{"apiVersion":"v1","kind":"Pod"}`),
+		"binary garbage": []byte{0xff, 0x00, 0x13},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, path := range []string{PathMutatePods, PathValidatePods, PathValidatePolicies} {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body)))
+				if rec.Code < 400 || rec.Code >= 500 {
+					b, _ := io.ReadAll(rec.Body)
+					t.Errorf("%s: status %d, want 4xx: %s", path, rec.Code, b)
+				}
+			}
+		})
+	}
+}
+
+func TestValidatePolicyNamesTheField(t *testing.T) {
+	h, _ := testServer(t)
+	bad := map[string]any{
+		"apiVersion": "podarmor.io/v1alpha1", "kind": "ArmorPolicy",
+		"metadata": map[string]any{"name": "bad", "namespace": "shop"},
+		"spec": map[string]any{
+			"target": map[string]any{"selector": map[string]any{}}, "enforcers": []any{"BPF"}, "mode": "EnhanceProtect",
+			"customRules": map[string]any{"files": []any{map[string]any{"paths": []any{"/a//b"}, "permissions": []any{"read"}}}},
+		},
+	}
+	raw, _ := json.Marshal(bad)
+	body, _ := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{UID: "2", Operation: admissionv1.Create, Namespace: "shop",
+			Kind:   metav1.GroupVersionKind{Group: "podarmor.io", Version: "v1alpha1", Kind: "ArmorPolicy"},
+			Object: runtime.RawExtension{Raw: raw}},
+	})
+	code, resp := post(t, h, PathValidatePolicies, body)
+	if code != http.StatusOK || resp.Response.Allowed {
+		t.Fatalf("%d %+v", code, resp.Response)
+	}
+	if msg := resp.Response.Result.Message; !strings.Contains(msg, "spec.customRules.files[0].paths[0]") {
+		t.Errorf("message does not name the field: %s", msg)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	h, _ := testServer(t)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("readyz %d", rec.Code)
+	}
+}
+
+// BenchmarkMutatePod measures the whole handler for a typical pod: decoding the review,
+// choosing the policy, mutating, computing the JSON patch and encoding the answer.
+func BenchmarkMutatePod(b *testing.B) {
+	h, _ := testServer(b)
+	p := webPod()
+	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sidecar", Image: "envoy"})
+	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox"}}
+	body := review(b, admissionv1.Create, p, podGVK)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, PathMutatePods, bytes.NewReader(body)))
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Code)
+		}
+	}
+}
