@@ -58,6 +58,7 @@ const (
 	keyIPAddresses     = "tls-ip-addresses"
 	keyServingValidity = "tls-serving-validity"
 	keyCAValidity      = "tls-ca-validity"
+	keyOverlap         = "tls-overlap"
 	keyConfigName      = "webhook-configuration-name"
 	keyRegisterURL     = "register-url"
 	keyAPIServer       = "apiserver-addresses"
@@ -83,6 +84,7 @@ type config struct {
 	IPAddresses     []string      `mapstructure:"tls-ip-addresses"`
 	ServingValidity time.Duration `mapstructure:"tls-serving-validity"`
 	CAValidity      time.Duration `mapstructure:"tls-ca-validity"`
+	Overlap         time.Duration `mapstructure:"tls-overlap"`
 	ConfigName      string        `mapstructure:"webhook-configuration-name"`
 	RegisterURL     string        `mapstructure:"register-url"`
 	APIServer       []string      `mapstructure:"apiserver-addresses"`
@@ -109,6 +111,7 @@ func loadConfig(args []string) (config, error) {
 	fs.StringSlice(keyIPAddresses, nil, "IP addresses for the serving certificate (e.g. 127.0.0.1 outside a cluster)")
 	fs.Duration(keyServingValidity, certs.DefaultServingValidity, "validity of serving certificates")
 	fs.Duration(keyCAValidity, certs.DefaultCAValidity, "validity of the CA")
+	fs.Duration(keyOverlap, certs.DefaultOverlap, "how long a new CA is trusted before it signs the serving certificate, and the old one after; under a third of both validities")
 	fs.String(keyConfigName, "podarmor", "name of the Mutating- and ValidatingWebhookConfiguration")
 	fs.String(keyRegisterURL, "", "create or update the webhook configurations with this base URL (a webhook outside the cluster, e.g. https://127.0.0.1:9443); empty leaves them to the Helm chart")
 	fs.StringSlice(keyAPIServer, nil, "addresses $APISERVER stands for in policies; empty reads the kubernetes Service")
@@ -229,7 +232,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		DNSNames: cfg.DNSNames, IPAddresses: ips,
 		MutatingWebhookConfigurationName: cfg.ConfigName, ValidatingWebhookConfigurationName: cfg.ConfigName,
 		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
-		ServingValidity: cfg.ServingValidity, CAValidity: cfg.CAValidity,
+		ServingValidity: cfg.ServingValidity, CAValidity: cfg.CAValidity, Overlap: cfg.Overlap,
 		Logger: log,
 	})
 	if err != nil {
