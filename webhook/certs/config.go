@@ -30,21 +30,35 @@ const (
 // ca.crt is the trust bundle (one CA, or two during a CA rotation) and ca.key the key of
 // the CA that signs new serving certificates.
 const (
+	// CABundleKey holds the PEM trust bundle, published as caBundle.
 	CABundleKey = "ca.crt"
-	CAKeyKey    = "ca.key"
-	TLSCertKey  = corev1.TLSCertKey
-	TLSKeyKey   = corev1.TLSPrivateKeyKey
+	// CAKeyKey holds the PEM key of the signing CA.
+	CAKeyKey = "ca.key"
+	// TLSCertKey holds the PEM serving certificate.
+	TLSCertKey = corev1.TLSCertKey
+	// TLSKeyKey holds the PEM key of the serving certificate.
+	TLSKeyKey = corev1.TLSPrivateKeyKey
 )
 
 // Defaults for durations left zero in Config.
 const (
-	DefaultCAValidity       = 10 * 365 * 24 * time.Hour
-	DefaultServingValidity  = 365 * 24 * time.Hour
-	DefaultOverlap          = 24 * time.Hour
-	DefaultResyncInterval   = time.Minute
-	DefaultLeaseDuration    = 15 * time.Second
-	DefaultRenewDeadline    = 10 * time.Second
-	DefaultRetryPeriod      = 2 * time.Second
+	// DefaultCAValidity is the lifetime of a CA: 10 years, renewed after about 6⅔.
+	DefaultCAValidity = 10 * 365 * 24 * time.Hour
+	// DefaultServingValidity is the lifetime of a serving certificate: 1 year, renewed
+	// after 8 months.
+	DefaultServingValidity = 365 * 24 * time.Hour
+	// DefaultOverlap is how long both CAs are trusted before and after the switch. A
+	// day covers API servers (seconds) and kubelet's refresh of mounted Secrets (about
+	// a minute) with a wide margin.
+	DefaultOverlap = 24 * time.Hour
+	// DefaultResyncInterval bounds the leader's sleep between checks.
+	DefaultResyncInterval = time.Minute
+	// DefaultLeaseDuration, DefaultRenewDeadline and DefaultRetryPeriod are client-go's
+	// customary leader election timings.
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 2 * time.Second
+	// DefaultFilePollInterval is how often file mode rereads the files.
 	DefaultFilePollInterval = 5 * time.Second
 )
 

@@ -110,12 +110,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		return nil
 	}
 
-	secrets := m.watchSecret()
 	var wg sync.WaitGroup
-	wg.Go(func() { secrets.RunWithContext(ctx) })
 	defer wg.Wait()
-	// Serve what exists before competing for the bookkeeping: a fresh leader would
-	// otherwise write a Secret that its own informer has not listed yet.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	secrets := m.watchSecret()
+	wg.Go(func() { secrets.RunWithContext(ctx) })
+	// Load what exists before competing for the bookkeeping: a replica that cannot
+	// read the Secret cannot serve, and should not manage it either.
 	if !cache.WaitForCacheSync(ctx.Done(), secrets.HasSynced) {
 		return nil
 	}
@@ -172,7 +174,7 @@ func (m *Manager) load(certPEM, keyPEM []byte) error {
 		return nil
 	}
 	m.seenCert, m.seenKey = bytes.Clone(certPEM), bytes.Clone(keyPEM)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	pair, err := keyPair(certPEM, keyPEM)
 	if err != nil {
 		return fmt.Errorf("parse serving certificate and key: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -212,6 +213,21 @@ func parseKey(data []byte) (crypto.Signer, error) {
 			return key, nil
 		}
 	}
+}
+
+// keyPair parses a PEM certificate and key that belong together, with Leaf set even
+// where GODEBUG x509keypairleaf=0 leaves it out.
+func keyPair(certPEM, keyPEM []byte) (tls.Certificate, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if pair.Leaf == nil {
+		if pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			return tls.Certificate{}, fmt.Errorf("parse leaf certificate: %w", err)
+		}
+	}
+	return pair, nil
 }
 
 // samePublicKey reports whether key is the private half of cert's public key.

@@ -3,7 +3,6 @@ package certs
 import (
 	"bytes"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"maps"
@@ -39,7 +38,7 @@ func parseMaterial(data map[string][]byte) material {
 			}
 		}
 	}
-	if pair, err := tls.X509KeyPair(data[TLSCertKey], data[TLSKeyKey]); err == nil && pair.Leaf != nil {
+	if pair, err := keyPair(data[TLSCertKey], data[TLSKeyKey]); err == nil {
 		m.serving, m.certPEM, m.keyPEM = pair.Leaf, data[TLSCertKey], data[TLSKeyKey]
 	}
 	return m
@@ -213,7 +212,7 @@ func (p policy) plan(cur material, now time.Time, published bool) (decision, err
 	// Comparing bytes also catches what parsing skipped (a damaged entry, a key in
 	// another encoding), so such a Secret is rewritten once in canonical form.
 	want := next.data()
-	d.write = !maps.EqualFunc(cur.original, want, bytes.Equal) || len(cur.original) == 0
+	d.write = !maps.EqualFunc(cur.original, want, bytes.Equal)
 	if d.write && len(changes) == 0 {
 		d.changes = append(d.changes, "rewrote damaged or non-canonical entries")
 	}

@@ -226,7 +226,7 @@ func TestDamagedSecretIsRepaired(t *testing.T) {
 			// bundle, so it is kept until the new CA has been published.
 			wantSameTLS: true,
 		},
-		"a foreign key in the bundle file is dropped": {
+		"a comment in the bundle is normalised away without new certificates": {
 			damage: func(d map[string][]byte) {
 				d[CABundleKey] = append(append([]byte{}, d[CABundleKey]...), "\n# comment\n"...)
 			},
