@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -175,13 +176,15 @@ func TestWebhookAdmission(t *testing.T) {
 			t.Run("system namespaces and podarmor's own are never selected, even when labelled", func(t *testing.T) {
 				for _, ns := range []string{"kube-system", framework.WebhookNamespace} {
 					e.cp.LabelNamespace(t, ns, map[string]string{v1alpha1.LabelEnable: "true"})
-					p := testPod(ns, "web")
-					p.Spec.ServiceAccountName = ""
-					got, err := e.dryRun(ctx, p)
-					if err != nil && !strings.Contains(err.Error(), "serviceaccount") {
-						t.Errorf("%s: pod refused: %v", ns, err)
+					// A real cluster's controller-manager makes the default account.
+					sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns}}
+					if err := e.cp.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+						t.Fatal(err)
 					}
-					if err == nil && got.Labels[v1alpha1.LabelProfile] != "" {
+					got, err := e.dryRun(ctx, testPod(ns, "web"))
+					if err != nil {
+						t.Errorf("%s: pod refused: %v", ns, err)
+					} else if got.Labels[v1alpha1.LabelProfile] != "" || got.Spec.Containers[0].SecurityContext != nil {
 						t.Errorf("%s: pod was mutated", ns)
 					}
 				}
@@ -353,9 +356,10 @@ func TestWebhookFailure(t *testing.T) {
 	for _, version := range framework.Versions(t) {
 		t.Run(version, func(t *testing.T) {
 			t.Parallel()
-			// Serving certificates live 30 s and rotate every 20 s; the CA is replaced
-			// every 2 minutes, with both CAs trusted in between.
-			e := startWebhookEnv(t, version, "--default-policy", "baseline", "--tls-serving-validity", "30s", "--tls-ca-validity", "2m", "--tls-overlap", "5s")
+			// Serving certificates live 30 s and are replaced every 20 s; the CA lives 60 s
+			// and is replaced after 40 s, trusted next to the old one for 5 s before it
+			// signs and the old one trusted 5 s after: all within the 70 s stream below.
+			e := startWebhookEnv(t, version, "--default-policy", "baseline", "--tls-serving-validity", "30s", "--tls-ca-validity", "60s", "--tls-overlap", "5s")
 			shop := e.cp.CreateNamespace(t, map[string]string{v1alpha1.LabelEnable: "true"})
 			plain := e.cp.CreateNamespace(t, nil)
 			e.createClusterPolicy(t, &v1alpha1.ClusterArmorPolicy{
@@ -369,16 +373,18 @@ func TestWebhookFailure(t *testing.T) {
 			e.waitForProfile(t, testPod(shop.Name, "web"), "cap.baseline", "")
 
 			t.Run("rotating certificates under a stream of creates loses no request", func(t *testing.T) {
-				startSecret := e.servingCert(t)
+				startCert, startCA := e.servingCert(t), e.caBundle(t)
 				var created, failed atomic.Int64
 				var firstErr sync.Once
 				var errMsg string
 				deadline := time.Now().Add(70 * time.Second)
 				var wg sync.WaitGroup
-				for range 2 {
+				for worker := range 2 {
 					wg.Go(func() {
-						for time.Now().Before(deadline) {
-							_, err := e.cp.Clientset.CoreV1().Pods(shop.Name).Create(t.Context(), testPod(shop.Name, "web"), metav1.CreateOptions{})
+						for i := 0; time.Now().Before(deadline); i++ {
+							p := testPod(shop.Name, "web")
+							p.GenerateName, p.Name = "", fmt.Sprintf("stream-%d-%d", worker, i)
+							_, err := e.cp.Clientset.CoreV1().Pods(shop.Name).Create(t.Context(), p, metav1.CreateOptions{})
 							if err != nil {
 								failed.Add(1)
 								firstErr.Do(func() { errMsg = err.Error() })
@@ -392,8 +398,11 @@ func TestWebhookFailure(t *testing.T) {
 				if failed.Load() > 0 {
 					t.Errorf("%d of %d creates failed during rotation; first: %s", failed.Load(), failed.Load()+created.Load(), errMsg)
 				}
-				if e.servingCert(t) == startSecret {
+				if e.servingCert(t) == startCert {
 					t.Error("the serving certificate did not rotate during the stream")
+				}
+				if e.caBundle(t) == startCA {
+					t.Error("the CA did not rotate during the stream")
 				}
 				t.Logf("%d pods created during rotation", created.Load())
 			})
@@ -424,4 +433,14 @@ func (e *webhookEnv) servingCert(t *testing.T) string {
 		t.Fatalf("webhook Secret: %v", err)
 	}
 	return string(s.Data["tls.crt"])
+}
+
+// caBundle returns the CA bundle the API server trusts for the pod webhook.
+func (e *webhookEnv) caBundle(t *testing.T) string {
+	t.Helper()
+	m, err := e.cp.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(t.Context(), "podarmor", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("MutatingWebhookConfiguration: %v", err)
+	}
+	return string(m.Webhooks[0].ClientConfig.CABundle)
 }
