@@ -108,7 +108,7 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	s := &server{cfg}
-	log := slogger{cfg.Logger}
+	log := slogger{l: cfg.Logger}
 	mutate, err := mutating.NewWebhook(mutating.WebhookConfig{
 		ID: "mutate-pods", Obj: &corev1.Pod{}, Logger: log, Mutator: mutating.MutatorFunc(s.mutatePod),
 	})

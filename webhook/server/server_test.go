@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,10 +29,15 @@ func (s store) ClusterArmorPolicies() []*v1alpha1.ClusterArmorPolicy           {
 func (s store) ClusterArmorPolicy(string) (*v1alpha1.ClusterArmorPolicy, bool) { return nil, false }
 func (s store) Namespace(string) (*corev1.Namespace, bool)                     { return nil, false }
 
-type countingMetrics struct{ decisions map[string]int }
+type countingMetrics struct {
+	mu        sync.Mutex
+	decisions map[string]int
+}
 
 func (m *countingMetrics) Review(string, string, time.Duration) {}
 func (m *countingMetrics) Decision(webhook, op, result string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.decisions[webhook+" "+op+" "+result]++
 }
 func (m *countingMetrics) Outcome(admission.Outcome) {}
@@ -203,4 +210,40 @@ func BenchmarkMutatePod(b *testing.B) {
 			b.Fatal(rec.Code)
 		}
 	}
+}
+
+// BenchmarkMutatePodLatency reports the handler's latency percentiles and its throughput
+// with one request in flight per CPU, for `make bench`.
+func BenchmarkMutatePodLatency(b *testing.B) {
+	h, _ := testServer(b)
+	p := webPod()
+	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sidecar", Image: "envoy"})
+	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox"}}
+	body := review(b, admissionv1.Create, p, podGVK)
+	var mu sync.Mutex
+	var latencies []time.Duration
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var local []time.Duration
+		for pb.Next() {
+			t0 := time.Now()
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, PathMutatePods, bytes.NewReader(body)))
+			local = append(local, time.Since(t0))
+			if rec.Code != http.StatusOK {
+				b.Error(rec.Code)
+			}
+		}
+		mu.Lock()
+		latencies = append(latencies, local...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(latencies)
+	pct := func(q float64) float64 { return float64(latencies[int(q*float64(len(latencies)-1))].Microseconds()) }
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "reviews/s")
 }
