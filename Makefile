@@ -28,6 +28,10 @@ demo: deps ## show the policy path: the catalog, and a sample policy rendered in
 test: deps lint verify ## run every check and test: lint, generated files, unit, golden, parser and fuzz tests
 	hack/test.sh
 
+.PHONY: bench
+bench: deps ## run the benchmarks; raw results go to docs/benchmarks/, summary in docs/benchmarks.md
+	hack/bench.sh
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck
 	hack/lint.sh

@@ -12,7 +12,9 @@ cd "$root"
 
 export CI="${CI:-true}"
 
+# ./e2e starts real control planes (etcd, kube-apiserver) of every version in
+# PODARMOR_KUBE_VERSIONS, built once by hack/kube-binaries.sh and cached.
 echo "test: go test ./..." >&2
-go test -count=1 ./...
+go test -count=1 -timeout 40m ./...
 
 hack/fuzz.sh "${FUZZTIME:-10s}"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `make bench`: runs podarmor's benchmarks and writes their raw output, with the machine
+# and the command, to docs/benchmarks/<name>.txt. docs/benchmarks.md quotes them.
+#
+#   hack/bench.sh            # every benchmark
+#   hack/bench.sh webhook    # one group
+#
+# Absolute times depend on the machine; on a shared one quote the ratios measured side by
+# side in one run (the pod-create benchmark alternates its two halves for that reason).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out=docs/benchmarks
+mkdir -p "$out"
+
+machine() {
+	echo "# date: $(date -u +%FT%TZ)"
+	echo "# machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)"
+	echo "# go: $(go version)"
+	echo "# load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+bench_webhook() {
+	local file="$out/webhook.txt" cmd
+	{
+		machine
+		cmd="go test -run '^\$' -bench 'MutatePod' -benchtime 5s -count 3 ./webhook/server/"
+		echo "# command: $cmd"
+		eval "$cmd"
+		cmd="go test -run '^\$' -bench 'PodCreate' -benchtime 1x -count 3 ./e2e/"
+		echo "# command: $cmd (first Kubernetes version of PODARMOR_KUBE_VERSIONS: ${PODARMOR_KUBE_VERSIONS:-default})"
+		eval "$cmd"
+	} 2>&1 | tee "$file"
+	echo "bench: wrote $file" >&2
+}
+
+groups=("$@")
+((${#groups[@]})) || groups=(webhook)
+for g in "${groups[@]}"; do
+	if [[ "$(type -t "bench_$g")" != function ]]; then
+		echo "bench: unknown group $g; known: $(declare -F | sed -n 's/^declare -f bench_//p' | tr '\n' ' ')" >&2
+		exit 2
+	fi
+	"bench_$g"
+done
