@@ -16,7 +16,7 @@ set -euo pipefail
 # base: building, unit tests, and `apparmor_parser -Q -K` to check generated
 # profiles without loading them.
 group_base() {
-	printf "%s\n" apparmor make gcc cpp linux-libc-dev git ca-certificates
+	printf "%s\n" apparmor make gcc cpp linux-libc-dev git ca-certificates curl
 }
 
 # bpf: compiling bpfprog/ and generating vmlinux.h.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts, inspects and stops a local Kubernetes control plane for trying podarmor by
-# hand: etcd and kube-apiserver as background processes on loopback, with podarmor's
-# CRDs installed.
+# hand: etcd, kube-apiserver and podarmor-webhook as background processes on loopback,
+# with podarmor's CRDs, webhook configurations (by URL, TLS from the webhook's own CA)
+# and default ClusterArmorPolicy (deploy/policies/default.yaml) installed.
 #
 #   hack/local-cluster.sh up       # start; prints the admin kubeconfig's path on stdout
 #   hack/local-cluster.sh status   # what runs; exit 0 up, 3 not running, 1 half up
@@ -16,14 +17,18 @@
 # The processes run the same command lines as the e2e tests (e2e/framework.NewSetup,
 # through e2e/cmd/controlplane-config): the binaries come from hack/kube-binaries.sh
 # (kubectl too), and there is no controller-manager, scheduler or kubelet, so pods are
-# stored and admitted but stay Pending. The admission webhook is added to `up` by the
-# webhook issue, and a VM node later; neither exists yet, so nothing else is started.
+# stored and admitted but stay Pending. With no node enforcer yet, no policy becomes
+# Ready, so pods of opted-in namespaces are refused until a policy says
+# `spec.admission.whenNotReady: AdmitBPFOnly` (or a test sets its status); a VM node
+# with the enforcer comes with a later issue.
 #
 # Environment:
 #   PODARMOR_KUBE_VERSION  Kubernetes release (default below, the newest of
 #                          e2e/framework.DefaultVersions)
 #   PODARMOR_CLUSTER_DIR   state: pid files, logs, certificates, kubeconfig, etcd data
 #                          (default /tmp/podarmor-cluster)
+#   PODARMOR_WEBHOOK_PORT  the webhook's HTTPS port on 127.0.0.1 (default 9443); its
+#                          metrics, healthz and readyz are on the next port
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +38,9 @@ dir="$(realpath -m "${PODARMOR_CLUSTER_DIR:-/tmp/podarmor-cluster}")"
 marker="$dir/.podarmor-local-cluster"
 kubeconfig="$dir/admin.kubeconfig"
 # In start order; stopped in reverse.
-components=(etcd kube-apiserver)
+components=(etcd kube-apiserver podarmor-webhook)
+webhook_port="${PODARMOR_WEBHOOK_PORT:-9443}"
+metrics_port=$((webhook_port + 1))
 ready_timeout=90
 stop_timeout=15
 
@@ -81,7 +88,7 @@ start_component() {
 wait_ready() {
 	local deadline=$((SECONDS + ready_timeout)) c
 	until [[ "$(kubectl get --raw /readyz 2>/dev/null)" == ok ]]; do
-		for c in "${components[@]}"; do
+		for c in etcd kube-apiserver; do
 			if ! pid_of "$c" >/dev/null; then
 				log "$c exited; the end of $dir/$c.log:"
 				tail -n 20 "$dir/$c.log" >&2
@@ -127,6 +134,34 @@ teardown() {
 	rm -rf "$dir"
 }
 
+# Builds podarmor-webhook and starts it with the webhook configurations registered by
+# URL; waits until it is ready and the API server trusts its certificate.
+start_webhook() {
+	log "building podarmor-webhook"
+	(cd "$root" && go build -o "$dir/podarmor-webhook" ./webhook/cmd/podarmor-webhook)
+	kubectl create namespace podarmor-system >/dev/null
+	printf '%s\n' "$dir/podarmor-webhook" "--kubeconfig=$dir/admin.kubeconfig" \
+		"--listen-address=127.0.0.1:$webhook_port" "--metrics-address=127.0.0.1:$metrics_port" \
+		"--register-url=https://127.0.0.1:$webhook_port" "--tls-ip-addresses=127.0.0.1" \
+		"--namespace=podarmor-system" "--log-format=text" >"$dir/podarmor-webhook.args"
+	start_component podarmor-webhook
+	local deadline=$((SECONDS + ready_timeout))
+	until [[ "$(curl -fsS "http://127.0.0.1:$metrics_port/readyz" 2>/dev/null)" == ok ]] &&
+		[[ -n "$(kubectl get mutatingwebhookconfiguration podarmor -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null)" ]]; do
+		if ! pid_of podarmor-webhook >/dev/null; then
+			log "podarmor-webhook exited; the end of $dir/podarmor-webhook.log:"
+			tail -n 20 "$dir/podarmor-webhook.log" >&2
+			return 1
+		fi
+		if ((SECONDS >= deadline)); then
+			log "podarmor-webhook not ready after ${ready_timeout}s; see $dir/podarmor-webhook.log"
+			return 1
+		fi
+		sleep 0.5
+	done
+	log "podarmor-webhook ready at https://127.0.0.1:$webhook_port (metrics http://127.0.0.1:$metrics_port/metrics)"
+}
+
 cmd_up() {
 	case "$(running_count)" in
 	"${#components[@]}")
@@ -155,10 +190,8 @@ cmd_up() {
 	log "Kubernetes $version, state in $dir"
 	(cd "$root" && go run ./e2e/cmd/controlplane-config -dir "$dir" -bin "$bin" -version "$version") >/dev/null
 
-	local c
-	for c in "${components[@]}"; do
-		start_component "$c"
-	done
+	start_component etcd
+	start_component kube-apiserver
 	wait_ready
 	log "kube-apiserver ready at $(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')"
 
@@ -167,6 +200,8 @@ cmd_up() {
 	# The controller-manager would make every namespace's default ServiceAccount; without
 	# it the ServiceAccount admission plugin rejects pods in "default".
 	kubectl create serviceaccount default --namespace default >/dev/null
+	start_webhook
+	kubectl apply -f "$root/deploy/policies/default.yaml" >&2
 	trap - EXIT
 
 	log "up; kubeconfig:"
