@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -40,6 +41,12 @@ func FuzzValidate(f *testing.F) {
 	}
 	opts := compile.Options{Catalog: cat, Backends: backends}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		start := time.Now()
+		defer func() {
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("validation took %s on %q", d, data)
+			}
+		}()
 		var obj map[string]any
 		if yaml.Unmarshal(data, &obj) == nil && obj != nil {
 			schema.Validate("ArmorPolicy", obj)
