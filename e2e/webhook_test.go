@@ -308,6 +308,43 @@ func TestWebhookAdmission(t *testing.T) {
 				}
 			})
 
+			t.Run("a policy not ready that admits with BPF only labels the pod without node profiles", func(t *testing.T) {
+				spec := enhanceSpec("jobs")
+				spec.Admission.WhenNotReady = v1alpha1.NotReadyAdmitBPFOnly
+				e.createPolicy(t, &v1alpha1.ArmorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "jobs", Namespace: shop.Name}, Spec: spec}, nil)
+				e.waitForProfile(t, testPod(shop.Name, "jobs"), "ap."+shop.Name+".jobs", "")
+				pod := e.cp.CreatePod(t, testPod(shop.Name, "jobs"))
+				c := &pod.Spec.Containers[0]
+				if e.appArmorOf(pod, c) != "" || seccompOf(c) != string(corev1.SeccompProfileTypeRuntimeDefault) {
+					t.Errorf("BPF-only pod: AppArmor %q, seccomp %q", e.appArmorOf(pod, c), seccompOf(c))
+				}
+				if !strings.Contains(pod.Annotations[v1alpha1.AnnotationDecisions], "bpf-only-not-ready") {
+					t.Errorf("decision not recorded: %v", pod.Annotations)
+				}
+			})
+
+			t.Run("a pod opts out only where its policy allows it, and the opt-out is recorded", func(t *testing.T) {
+				spec := enhanceSpec("legacy")
+				spec.Admission.AllowOptOut = true
+				e.createPolicy(t, &v1alpha1.ArmorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Namespace: shop.Name}, Spec: spec}, &ready)
+				out := testPod(shop.Name, "legacy")
+				out.Annotations = map[string]string{v1alpha1.AnnotationOptOut: "true"}
+				framework.WaitFor(t, 30*time.Second, "the webhook to honour the opt-out", func(ctx context.Context) (bool, error) {
+					got, err := e.dryRun(ctx, out)
+					return err == nil && strings.Contains(got.Annotations[v1alpha1.AnnotationDecisions], `"opted-out"`), nil
+				})
+				pod := e.cp.CreatePod(t, out)
+				if pod.Labels[v1alpha1.LabelProfile] != "" || pod.Spec.Containers[0].SecurityContext != nil {
+					t.Errorf("an opted-out pod was confined: %v %+v", pod.Labels, pod.Spec.Containers[0].SecurityContext)
+				}
+				refused := testPod(shop.Name, "web")
+				refused.Annotations = map[string]string{v1alpha1.AnnotationOptOut: "true"}
+				pod = e.cp.CreatePod(t, refused)
+				if pod.Labels[v1alpha1.LabelProfile] == "" || !strings.Contains(pod.Annotations[v1alpha1.AnnotationDecisions], "opt-out-refused") {
+					t.Errorf("an opt-out the policy does not allow: labels %v, annotations %v", pod.Labels, pod.Annotations)
+				}
+			})
+
 			t.Run("an invalid policy is refused with the field path", func(t *testing.T) {
 				bad := &v1alpha1.ArmorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: shop.Name}, Spec: enhanceSpec("x")}
 				bad.Spec.CustomRules = &v1alpha1.CustomRules{Files: []v1alpha1.FileRule{{Paths: []string{"/etc//passwd"}, Permissions: []v1alpha1.FilePermission{"write"}}}}
