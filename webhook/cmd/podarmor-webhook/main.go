@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"golang.org/x/sync/errgroup"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
@@ -345,7 +346,7 @@ func compileOptions(ctx context.Context, cfg config, kube kubernetes.Interface) 
 }
 
 // register creates or updates the webhook configurations for a webhook reached by URL.
-// The certificate manager fills in their CA bundle.
+// The certificate manager fills in their CA bundle; an update keeps the bundle it wrote.
 func register(ctx context.Context, kube kubernetes.Interface, cfg config) error {
 	m, v, err := registration.Configurations(registration.Options{
 		Name: cfg.ConfigName, URL: cfg.RegisterURL, OwnNamespace: cfg.Namespace,
@@ -355,10 +356,11 @@ func register(ctx context.Context, kube kubernetes.Interface, cfg config) error 
 	}
 	mc := kube.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	if old, err := mc.Get(ctx, m.Name, metav1.GetOptions{}); err == nil {
-		keepCABundle(old.Webhooks, m.Webhooks)
+		for i := range m.Webhooks {
+			m.Webhooks[i].ClientConfig.CABundle = caBundle(old.Webhooks, m.Webhooks[i].Name)
+		}
 		m.ResourceVersion = old.ResourceVersion
-		_, err = mc.Update(ctx, m, metav1.UpdateOptions{})
-		if err != nil {
+		if _, err := mc.Update(ctx, m, metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("update MutatingWebhookConfiguration %s: %w", m.Name, err)
 		}
 	} else if _, err := mc.Create(ctx, m, metav1.CreateOptions{}); err != nil {
@@ -367,11 +369,7 @@ func register(ctx context.Context, kube kubernetes.Interface, cfg config) error 
 	vc := kube.AdmissionregistrationV1().ValidatingWebhookConfigurations()
 	if old, err := vc.Get(ctx, v.Name, metav1.GetOptions{}); err == nil {
 		for i := range v.Webhooks {
-			for _, o := range old.Webhooks {
-				if o.Name == v.Webhooks[i].Name {
-					v.Webhooks[i].ClientConfig.CABundle = o.ClientConfig.CABundle
-				}
-			}
+			v.Webhooks[i].ClientConfig.CABundle = caBundle(old.Webhooks, v.Webhooks[i].Name)
 		}
 		v.ResourceVersion = old.ResourceVersion
 		if _, err := vc.Update(ctx, v, metav1.UpdateOptions{}); err != nil {
@@ -379,6 +377,23 @@ func register(ctx context.Context, kube kubernetes.Interface, cfg config) error 
 		}
 	} else if _, err := vc.Create(ctx, v, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create ValidatingWebhookConfiguration %s: %w", v.Name, err)
+	}
+	return nil
+}
+
+// caBundle is the CA bundle of the webhook called name in an existing configuration.
+func caBundle[W admissionregistrationv1.MutatingWebhook | admissionregistrationv1.ValidatingWebhook](webhooks []W, name string) []byte {
+	for _, w := range webhooks {
+		switch w := any(w).(type) {
+		case admissionregistrationv1.MutatingWebhook:
+			if w.Name == name {
+				return w.ClientConfig.CABundle
+			}
+		case admissionregistrationv1.ValidatingWebhook:
+			if w.Name == name {
+				return w.ClientConfig.CABundle
+			}
+		}
 	}
 	return nil
 }

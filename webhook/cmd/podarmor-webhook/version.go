@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/kubernetes"
 )
@@ -48,19 +47,6 @@ func (v *serverVersion) run(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			if err := v.refresh(); err != nil {
 				v.log.Warn("re-read API server version", "error", err)
-			}
-		}
-	}
-}
-
-// keepCABundle carries the CA bundles the certificate manager wrote over to the new
-// webhook definitions, so that re-registering does not break trust until it writes them
-// again.
-func keepCABundle(old, updated []admissionregistrationv1.MutatingWebhook) {
-	for i := range updated {
-		for _, o := range old {
-			if o.Name == updated[i].Name {
-				updated[i].ClientConfig.CABundle = o.ClientConfig.CABundle
 			}
 		}
 	}
