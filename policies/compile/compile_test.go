@@ -3,7 +3,6 @@ package compile_test
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"math/rand"
 	"net/netip"
@@ -20,9 +19,8 @@ import (
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/catalog"
 	"github.com/podarmor/podarmor/policies/compile"
+	"github.com/podarmor/podarmor/policies/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // testOptions are the cluster facts the test policies' placeholders need.
 func testOptions(t testing.TB) compile.Options {
@@ -67,44 +65,10 @@ func readPolicy(t testing.TB, path string) compile.Policy {
 	return compile.Policy{}
 }
 
-// golden compares got with testdata/golden/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
+// check compares got with testdata/golden/name, or rewrites it with -update.
+func check(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", "golden", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (go test -update rewrites it):\n%s", path, lineDiff(string(want), string(got)))
-	}
-}
-
-// lineDiff shows the first lines where two texts differ.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(w) || i < len(g); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			return fmt.Sprintf("line %d:\n  want %q\n  got  %q", i+1, wl, gl)
-		}
-	}
-	return "(same lines, different bytes)"
+	golden.Check(t, filepath.Join("testdata", "golden", name), got)
 }
 
 func testPolicies(t *testing.T) []string {
@@ -137,13 +101,13 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, base+".ruleset.json", append(rs, '\n'))
+			check(t, base+".ruleset.json", append(rs, '\n'))
 			for _, p := range res.Profiles {
 				content := p.Content
 				if content == nil {
 					content = []byte("(no profile: the runtime's own or none)\n")
 				}
-				golden(t, profileFile(base, p.Enforcer), content)
+				check(t, profileFile(base, p.Enforcer), content)
 			}
 		})
 	}
@@ -170,7 +134,7 @@ func TestCatalogGolden(t *testing.T) {
 			}
 		}
 	}
-	golden(t, "catalog.txt", out.Bytes())
+	check(t, "catalog.txt", out.Bytes())
 }
 
 // TestCatalogEnforcers checks that the enforcers each catalog entry declares are

@@ -2,17 +2,15 @@ package pattern
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+	"github.com/podarmor/podarmor/policies/internal/golden"
+)
 
 func TestCases(t *testing.T) {
 	seen := map[[2]string]bool{}
@@ -295,19 +293,7 @@ func TestSegmentsGolden(t *testing.T) {
 			b.WriteString("\n")
 		}
 	}
-	golden := filepath.Join("testdata", "segments.golden")
-	if *update {
-		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if b.String() != string(want) {
-		t.Errorf("segments differ from %s; run with -update and review the diff", golden)
-	}
+	golden.Check(t, filepath.Join("testdata", "segments.golden"), []byte(b.String()))
 }
 
 // Pieces for random patterns and paths. They overlap so that matches are common, and they
