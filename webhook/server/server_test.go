@@ -185,11 +185,30 @@ func TestValidatePolicyNamesTheField(t *testing.T) {
 }
 
 func TestReadyz(t *testing.T) {
-	h, _ := testServer(t)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	if rec.Code != http.StatusOK {
-		t.Errorf("readyz %d", rec.Code)
+	for name, tc := range map[string]struct {
+		ready bool
+		code  int
+	}{
+		"ready once caches and certificate are there": {true, http.StatusOK},
+		"not ready before":                            {false, http.StatusServiceUnavailable},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, err := New(Config{
+				Planner:       &admission.Planner{Store: store{}},
+				Namespace:     func(context.Context, string) (*corev1.Namespace, error) { return nil, nil },
+				AppArmorField: func() bool { return true },
+				Ready:         func() bool { return tc.ready },
+				Metrics:       &countingMetrics{decisions: map[string]int{}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if rec.Code != tc.code {
+				t.Errorf("readyz %d, want %d", rec.Code, tc.code)
+			}
+		})
 	}
 }
 
