@@ -13,7 +13,7 @@ help: ## list the targets
 
 .PHONY: deps
 deps: ## install the Debian packages and Go tools the build and tests need
-	hack/deps.sh
+	hack/deps.sh base bpf vm
 	hack/tools.sh >/dev/null
 
 .PHONY: build
@@ -37,10 +37,10 @@ lint: ## gofmt, go vet and staticcheck
 	hack/lint.sh
 
 .PHONY: verify
-verify: verify-codegen verify-docs ## check that generated files are up to date
+verify: verify-codegen verify-docs verify-bpf ## check that generated files are up to date
 
 .PHONY: update
-update: update-codegen update-docs ## regenerate every generated file
+update: update-codegen update-docs update-bpf ## regenerate every generated file
 
 .PHONY: update-codegen
 update-codegen: ## regenerate deepcopy code and CRDs from policies/api
@@ -49,6 +49,14 @@ update-codegen: ## regenerate deepcopy code and CRDs from policies/api
 .PHONY: verify-codegen
 verify-codegen: ## fail if deepcopy code or CRDs are stale
 	hack/update-codegen.sh --verify
+
+.PHONY: update-bpf
+update-bpf: ## rebuild the BPF object bpfprog/object/podarmor.bpf.o from bpfprog/*.c
+	hack/build-bpf.sh
+
+.PHONY: verify-bpf
+verify-bpf: ## fail if the committed BPF object differs from a build of its sources
+	hack/build-bpf.sh --verify
 
 .PHONY: update-docs
 update-docs: ## regenerate docs/rules.md from the built-in catalog

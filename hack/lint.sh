@@ -8,6 +8,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 bin="$(hack/tools.sh)"
+# enforcer/bpf links libbpf through cgo (libbpfgo): point cgo at the cached libbpf.
+eval "$(hack/libbpf.sh)"
 
 echo "lint: gofmt" >&2
 # testdata/ may hold Go files that are malformed on purpose; vendor/ is not ours.

@@ -12,6 +12,9 @@ cd "$root"
 
 export CI="${CI:-true}"
 
+# enforcer/bpf links libbpf through cgo (libbpfgo).
+eval "$(hack/libbpf.sh)"
+
 # ./e2e starts real control planes (etcd, kube-apiserver) of every version in
 # PODARMOR_KUBE_VERSIONS, built once by hack/kube-binaries.sh and cached.
 echo "test: go test ./..." >&2

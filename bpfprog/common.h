@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What every hook shares: who the current task is (identity), which rules apply (the
+ * profile body), path resolution and matching, and how a decision is counted, reported
+ * and returned.
+ */
+#ifndef PODARMOR_COMMON_H
+#define PODARMOR_COMMON_H
+
+#define EPERM 1
+#define ENOMEM 12
+
+/* open flags and file modes (uapi values, stable) */
+#define O_ACCMODE 00000003
+#define O_TRUNC 00001000
+#define O_APPEND 00002000
+#define FMODE_READ 0x1
+#define FMODE_WRITE 0x2
+
+#define S_ISUID 0004000
+#define S_ISGID 0002000
+#define S_IXGRP 00010
+
+#define CAP_OPT_NOAUDIT 2 /* BIT(1) */
+#define PTRACE_MODE_READ 0x01
+#define PTRACE_MODE_ATTACH 0x02
+
+static const __u32 zero = 0;
+
+/* BOUND masks an index where the verifier needs to see the mask: without the barrier the
+ * compiler drops a mask it can prove redundant from an earlier check, and the verifier,
+ * which tracks the register it actually uses, rejects the access. */
+#define BOUND(v, mask)                \
+	({                            \
+		__u32 __v = (v);      \
+		barrier_var(__v);     \
+		__v & (mask);         \
+	})
+
+/* ---- identity ---------------------------------------------------------------- */
+
+static __always_inline __u32 task_mntns(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+}
+
+/* task_identity_of returns the identity of a task that carries one. */
+static __always_inline struct identity *task_identity_of(struct task_struct *task)
+{
+	return bpf_task_storage_get(&task_identity, task, 0, 0);
+}
+
+/* adopt gives task the identity of its armed registration, if its mount namespace has one,
+ * and returns it. A registration not yet armed (the runtime is still setting the container
+ * up) confines nobody; the first exec in the namespace arms it (see exec hook). */
+static __always_inline struct identity *adopt(struct task_struct *task)
+{
+	__u32 ns = task_mntns(task);
+	struct registration *reg = bpf_map_lookup_elem(&containers, &ns);
+	if (!reg || !reg->armed)
+		return 0;
+	struct identity *id =
+		bpf_task_storage_get(&task_identity, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!id)
+		return &reg->id; /* out of memory: confine this call, try to cache next time */
+	*id = reg->id;
+	return id;
+}
+
+/* current_identity returns the sandbox identity of the current task, or 0 for a task
+ * outside every sandbox. Identity sticks to the task and its descendants: a task that
+ * unshares or enters another mount namespace keeps it. */
+static __always_inline struct identity *current_identity(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct identity *id = task_identity_of(task);
+	if (id)
+		return id;
+	return adopt(task);
+}
+
+/* body_of returns the active rule body of a profile slot and its index. */
+static __always_inline struct profile_body *body_of(__u32 slot, __u32 *index)
+{
+	__u32 *active = bpf_map_lookup_elem(&profile_active, &slot);
+	if (!active || !*active)
+		return 0;
+	*index = *active;
+	return bpf_map_lookup_elem(&profile_bodies, index);
+}
+
+/* ---- decisions: count, report, return ----------------------------------------- */
+
+static __always_inline void count(__u32 body, __u16 rule, __u8 action)
+{
+	struct counter_key k = {.body = body, .rule = rule, .action = action};
+	__u64 *v = bpf_map_lookup_elem(&counters, &k);
+	if (v) {
+		*v += 1; /* per-CPU: no other writer */
+		return;
+	}
+	__u64 one = 1;
+	if (bpf_map_update_elem(&counters, &k, &one, BPF_NOEXIST) == 0)
+		return;
+	v = bpf_map_lookup_elem(&counters, &k); /* another CPU created it first */
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void drop(__u32 why)
+{
+	__u64 *v = bpf_map_lookup_elem(&drops, &why);
+	if (v)
+		*v += 1;
+}
+
+/* may_report spends one event of the container's budget for this second. */
+static __always_inline int may_report(__u32 container)
+{
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	__u32 budget = cfg && cfg->events_per_sec ? cfg->events_per_sec : 100;
+	__u64 second = bpf_ktime_get_boot_ns() / 1000000000ULL;
+	struct rate *r = bpf_map_lookup_elem(&ratelimit, &container);
+	if (!r) {
+		struct rate fresh = {.second = second, .used = 1};
+		bpf_map_update_elem(&ratelimit, &container, &fresh, BPF_ANY);
+		return 1;
+	}
+	if (r->second != second) {
+		r->second = second;
+		r->used = 1;
+		return 1;
+	}
+	/* not exact under concurrency (two CPUs may both take the last event), which a
+	 * budget can afford */
+	__sync_fetch_and_add(&r->used, 1);
+	if (r->used <= budget)
+		return 1;
+	drop(PA_DROP_RATELIMIT);
+	return 0;
+}
+
+/* event_start reserves an event and fills what every hook reports; 0 when the event is
+ * rate limited or the ring buffer is full (both counted in drops). */
+static __always_inline struct event *event_start(struct identity *id, __u32 body, __u16 rule,
+						 __u8 action, __u8 hook)
+{
+	if (!may_report(id->container))
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		drop(PA_DROP_RINGBUF);
+		return 0;
+	}
+	__u64 pt = bpf_get_current_pid_tgid();
+	e->ts = bpf_ktime_get_boot_ns();
+	e->pid = (__u32)pt;
+	e->tgid = pt >> 32;
+	e->container = id->container;
+	e->profile = id->profile;
+	e->body = body;
+	e->rule = rule;
+	e->action = action;
+	e->hook = hook;
+	e->detail = 0;
+	e->detail2 = 0;
+	e->port = 0;
+	e->family = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	e->path_len = 0;
+	e->path[0] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* verdict_ret is what a hook returns for an action. The barriers keep the two constants
+ * in separate branches: folded into arithmetic (-(action == ENFORCE)), the result is a
+ * value Linux 6.12's verifier cannot prove to lie in [-4095, 0], and it refuses the
+ * program. */
+static __always_inline int verdict_ret(__u8 action)
+{
+	long r;
+	if (action == PA_ACTION_ENFORCE) {
+		r = -EPERM;
+		barrier_var(r);
+	} else {
+		r = 0;
+		barrier_var(r);
+	}
+	return r;
+}
+
+/* decide_simple counts and reports a decision that carries no path or address. */
+static __always_inline int decide_simple(struct identity *id, __u32 body, __u16 rule,
+					 __u8 action, __u8 hook, __u32 detail, __u32 detail2)
+{
+	if (action == PA_ACTION_NONE)
+		return 0;
+	count(body, rule, action);
+	struct event *e = event_start(id, body, rule, action, hook);
+	if (e) {
+		e->detail = detail;
+		e->detail2 = detail2;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return verdict_ret(action);
+}
+
+/* pick chooses, among the bits of want, the first enforced one, else the first audited
+ * one; it sets *bit and returns the action. Bounded by the number of bits. */
+static __always_inline __u8 pick(__u32 enforce, __u32 audit, __u32 want, __u32 nbits, __u32 *bit)
+{
+	__u32 e = enforce & want, a = audit & want;
+	__u32 m = e ? e : a;
+	if (!m)
+		return PA_ACTION_NONE;
+	for (__u32 i = 0; i < 32; i++) {
+		if (i >= nbits)
+			break;
+		if (m & (1U << i)) {
+			*bit = i;
+			break;
+		}
+	}
+	return e ? PA_ACTION_ENFORCE : PA_ACTION_AUDIT;
+}
+
+#endif

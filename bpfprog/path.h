@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Paths: resolved by the kernel from the objects an operation acts on (bpf_d_path of a
+ * struct path, relative to the task's root, so a container sees its own paths), then
+ * matched by walking the profile's DFA over the bytes: one table step per byte, whatever
+ * the number of rules. bpf_d_path is available to sleepable LSM programs only, so every
+ * hook that resolves a path is lsm.s/.
+ */
+#ifndef PODARMOR_PATH_H
+#define PODARMOR_PATH_H
+
+struct walk {
+	__u32 body;
+	__u32 base;
+	__u32 nclasses;
+	__u32 state;
+	__u32 off;
+};
+
+static long walk_step(__u32 i, struct walk *w)
+{
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct dfa_classes *cl = bpf_map_lookup_elem(&dfa_classes, &w->body);
+	if (!s || !cl) {
+		w->state = 0;
+		return 1;
+	}
+	__u8 b = s->path[(w->off + i) & (PATH_BUF * 2 - 1)];
+	__u32 idx = w->base + w->state * w->nclasses + cl->class[b];
+	__u32 *next = bpf_map_lookup_elem(&dfa_trans, &idx);
+	w->state = next ? *next : 0;
+	return w->state == 0; /* dead: nothing can match any more */
+}
+
+/* match walks the len bytes at off in the scratch path through body's DFA and returns
+ * the final state (0 when no rule can match). */
+static __always_inline __u32 match(__u32 bodyidx, struct profile_body *b, __u32 off, __u32 len)
+{
+	struct walk w = {
+		.body = bodyidx,
+		.base = b->dfa_base,
+		.nclasses = b->dfa_classes,
+		.state = 1,
+		.off = off,
+	};
+	if (len > PATH_BUF)
+		return 0;
+	bpf_loop(len, walk_step, &w, 0);
+	return w.state;
+}
+
+/* take_scratch claims this CPU's path buffer and returns it with its sequence number. */
+static __always_inline struct scratch *take_scratch(__u64 *seq)
+{
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	s->seq++;
+	*seq = s->seq;
+	return s;
+}
+
+/* A resolved path lies in the scratch buffer at [off, off+len). */
+struct resolved {
+	__u32 off;
+	long len; /* < 0: the path could not be resolved */
+};
+
+/* resolve writes the path of p into the scratch buffer with bpf_d_path (sleepable hooks
+ * only), at offset 0. */
+static __always_inline struct resolved resolve(struct scratch *s, const struct path *p)
+{
+	struct resolved r = {.off = 0, .len = -1};
+	long n = bpf_d_path((struct path *)p, s->path, PATH_BUF);
+	if (n > 0)
+		r.len = n - 1;
+	return r;
+}
+
+/* The same walk, for hooks that may not call bpf_d_path: from a dentry up to the task's
+ * root, crossing mount points, prepending each name to the end of the first half of the
+ * scratch buffer. It stops at the task's root, at the root of the mount namespace (for an
+ * object the task's root does not reach), and at a disconnected dentry. */
+struct up {
+	struct dentry *dentry;
+	struct vfsmount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	__u32 pos;
+	int err;
+};
+
+static __always_inline struct mount *real_mount(struct vfsmount *m)
+{
+	return (void *)m - bpf_core_field_offset(struct mount, mnt);
+}
+
+/* prepend puts "/" and the len bytes at name before pos. */
+static __always_inline int prepend(struct scratch *s, struct up *u, const unsigned char *name,
+				   __u32 len)
+{
+	if (len > NAME_BUF - 1 || u->pos < len + 1) {
+		u->err = -36; /* ENAMETOOLONG */
+		return 1;
+	}
+	u->pos -= len;
+	bpf_probe_read_kernel(&s->path[u->pos & (PATH_BUF - 1)], len & (NAME_BUF - 1), name);
+	u->pos -= 1;
+	s->path[u->pos & (PATH_BUF - 1)] = '/';
+	return 0;
+}
+
+static long walk_up(__u32 i, struct up *u)
+{
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s) {
+		u->err = -1;
+		return 1;
+	}
+	struct dentry *d = u->dentry;
+	struct vfsmount *m = u->mnt;
+	if (d == u->root_dentry && m == u->root_mnt)
+		return 1;
+	struct dentry *mroot = BPF_CORE_READ(m, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == mroot) {
+		struct mount *mnt = real_mount(m);
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+		if (up == mnt)
+			return 1; /* the root of the mount namespace */
+		u->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		u->mnt = (void *)up + bpf_core_field_offset(struct mount, mnt);
+		return 0;
+	}
+	if (d == parent)
+		return 1; /* disconnected */
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	if (prepend(s, u, name, len))
+		return 1;
+	u->dentry = parent;
+	return 0;
+}
+
+/* walk_path resolves (mnt, dentry), with child name appended when child is set. */
+static __always_inline struct resolved walk_path(struct scratch *s, struct vfsmount *mnt,
+						 struct dentry *dentry, struct dentry *child)
+{
+	struct resolved r = {.off = 0, .len = -1};
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct up u = {
+		.dentry = dentry,
+		.mnt = mnt,
+		.root_dentry = BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.pos = PATH_BUF,
+	};
+	if (child) {
+		const unsigned char *name = BPF_CORE_READ(child, d_name.name);
+		__u32 len = BPF_CORE_READ(child, d_name.len);
+		if (prepend(s, &u, name, len))
+			return r;
+	}
+	bpf_loop(PATH_BUF / 2, walk_up, &u, 0);
+	if (u.err)
+		return r;
+	if (u.pos == PATH_BUF) { /* the root itself */
+		u.pos--;
+		s->path[u.pos & (PATH_BUF - 1)] = '/';
+	}
+	s->path[PATH_BUF] = 0; /* events copy from off: end the string */
+	r.off = u.pos & (PATH_BUF - 1);
+	r.len = PATH_BUF - u.pos;
+	return r;
+}
+
+/* walk_struct_path resolves a struct path, for hooks without bpf_d_path. */
+static __always_inline struct resolved walk_struct_path(struct scratch *s, const struct path *p,
+							struct dentry *child)
+{
+	return walk_path(s, BPF_CORE_READ(p, mnt), BPF_CORE_READ(p, dentry), child);
+}
+
+/* path_verdicts returns the file verdicts of the state a path ends in, or 0. */
+static __always_inline struct verdicts_path *path_verdicts(__u32 bodyidx, __u32 state)
+{
+	if (!state)
+		return 0;
+	struct dfa_accept_key k = {.body = bodyidx, .state = state};
+	return bpf_map_lookup_elem(&dfa_accept, &k);
+}
+
+/* decide_path decides an operation that wants the permission bits in want on a resolved
+ * path, counting and reporting it. A path that cannot be resolved is refused (fail
+ * closed) and counted. */
+static __always_inline int decide_path(struct identity *id, __u32 bodyidx, struct profile_body *b,
+				       struct scratch *s, __u64 seq, struct resolved p, __u32 want,
+				       __u8 hook)
+{
+	if (p.len < 0) {
+		drop(PA_DROP_PATH);
+		return -EPERM;
+	}
+	long len = p.len;
+	__u32 state = match(bodyidx, b, p.off, len);
+	if (s->seq != seq) {
+		/* another program reused this CPU's buffer while we matched */
+		drop(PA_DROP_PATH);
+		return -EPERM;
+	}
+	struct verdicts_path *v = path_verdicts(bodyidx, state);
+	if (!v)
+		return 0;
+	__u32 bit = 0;
+	__u8 action = pick(v->enforce, v->audit, want, PA_NPERM, &bit);
+	if (action == PA_ACTION_NONE)
+		return 0;
+	__u16 rule = v->rule[BOUND(bit, 15)];
+	count(bodyidx, rule, action);
+	struct event *e = event_start(id, bodyidx, rule, action, hook);
+	if (e) {
+		e->detail = bit;
+		e->path_len = len;
+		/* the scratch path is NUL-terminated at len; a longer one is cut */
+		bpf_probe_read_kernel(e->path, EVENT_PATH, &s->path[p.off & (PATH_BUF - 1)]);
+		e->path[EVENT_PATH - 1] = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return verdict_ret(action);
+}
+
+#endif
