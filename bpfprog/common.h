@@ -20,6 +20,8 @@
 #define S_ISUID 0004000
 #define S_ISGID 0002000
 #define S_IXGRP 00010
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
 
 #define CAP_OPT_NOAUDIT 2 /* BIT(1) */
 #define PTRACE_MODE_READ 0x01

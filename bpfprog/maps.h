@@ -89,6 +89,16 @@ struct {
 	__type(value, struct verdicts_path);
 } dfa_accept SEC(".maps");
 
+/* dfa_subtree: (body, state) -> the strongest file verdict of any path that extends a path
+ * ending in state: renaming a directory moves every file beneath it to a new path, so a
+ * directory whose subtree a rule guards may not be renamed or linked away. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct dfa_accept_key);
+	__type(value, struct verdict);
+} dfa_subtree SEC(".maps");
+
 /* dfa_mount: (body, accepting state) -> mount rules whose source/target matches. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

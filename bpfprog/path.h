@@ -49,6 +49,17 @@ static __always_inline __u32 match(__u32 bodyidx, struct profile_body *b, __u32 
 	return w.state;
 }
 
+/* step moves state over one more byte c. */
+static __always_inline __u32 step(__u32 bodyidx, struct profile_body *b, __u32 state, __u8 c)
+{
+	struct dfa_classes *cl = bpf_map_lookup_elem(&dfa_classes, &bodyidx);
+	if (!cl || !state)
+		return 0;
+	__u32 idx = b->dfa_base + state * b->dfa_classes + cl->class[c];
+	__u32 *next = bpf_map_lookup_elem(&dfa_trans, &idx);
+	return next ? *next : 0;
+}
+
 /* take_scratch claims this CPU's path buffer and returns it with its sequence number. */
 static __always_inline struct scratch *take_scratch(__u64 *seq)
 {
@@ -179,6 +190,40 @@ static __always_inline struct resolved walk_struct_path(struct scratch *s, const
 							struct dentry *child)
 {
 	return walk_path(s, BPF_CORE_READ(p, mnt), BPF_CORE_READ(p, dentry), child);
+}
+
+/* decide_subtree refuses (or audits) moving the directory whose path was just resolved
+ * when a rule guards anything beneath it. */
+static __always_inline int decide_subtree(struct identity *id, __u32 bodyidx,
+					  struct profile_body *b, struct scratch *s, __u64 seq,
+					  struct resolved p)
+{
+	if (p.len < 0) {
+		drop(PA_DROP_PATH);
+		return -EPERM;
+	}
+	__u32 state = step(bodyidx, b, match(bodyidx, b, p.off, p.len), '/');
+	if (s->seq != seq) {
+		drop(PA_DROP_PATH);
+		return -EPERM;
+	}
+	if (!state)
+		return 0;
+	struct dfa_accept_key k = {.body = bodyidx, .state = state};
+	struct verdict *v = bpf_map_lookup_elem(&dfa_subtree, &k);
+	if (!v || v->action == PA_ACTION_NONE)
+		return 0;
+	count(bodyidx, v->rule, v->action);
+	struct event *e = event_start(id, bodyidx, v->rule, v->action, PA_HOOK_PATH);
+	if (e) {
+		e->detail = PA_RENAME;
+		e->detail2 = 1; /* a guarded subtree */
+		e->path_len = p.len;
+		bpf_probe_read_kernel(e->path, EVENT_PATH, &s->path[p.off & (PATH_BUF - 1)]);
+		e->path[EVENT_PATH - 1] = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return verdict_ret(v->action);
 }
 
 /* path_verdicts returns the file verdicts of the state a path ends in, or 0. */

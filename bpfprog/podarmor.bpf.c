@@ -147,21 +147,40 @@ SEC("lsm/path_rename")
 int BPF_PROG(path_rename, const struct path *old_dir, struct dentry *old_dentry,
 	     const struct path *new_dir, struct dentry *new_dentry)
 {
-	/* Renaming a file moves what a rule says about its old path: both names count, and
-	 * rename also needs create (new name) and delete (old name). */
-	int ret = path_op(old_dir, old_dentry, (1U << PA_RENAME) | (1U << PA_DELETE));
+	/* A rename takes a file away from its path and every rule on it: a file that any
+	 * rule guards may not be renamed, nor may a directory with a guarded file beneath
+	 * it; and what lands on the new path replaces what is there. */
+	struct identity *id = current_identity();
+	if (!id)
+		return 0;
+	__u32 bi;
+	struct profile_body *b = body_of(id->profile, &bi);
+	if (!b || !b->dfa_states)
+		return 0;
+	__u64 seq;
+	struct scratch *s = take_scratch(&seq);
+	if (!s)
+		return -EPERM;
+	struct resolved old = walk_struct_path(s, old_dir, old_dentry);
+	int ret = decide_path(id, bi, b, s, seq, old, PA_ALL_PERMS, PA_HOOK_PATH);
 	if (ret)
 		return ret;
-	return path_op(new_dir, new_dentry, (1U << PA_RENAME) | (1U << PA_CREATE));
+	umode_t mode = BPF_CORE_READ(old_dentry, d_inode, i_mode);
+	if ((mode & S_IFMT) == S_IFDIR) {
+		ret = decide_subtree(id, bi, b, s, seq, old);
+		if (ret)
+			return ret;
+	}
+	return path_op(new_dir, new_dentry, PA_REPLACE_PERMS);
 }
 
 SEC("lsm/path_link")
 int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
 	     struct dentry *new_dentry)
 {
-	/* A hard link is a second name for a file: both names must allow link, or a file a
-	 * rule guards could be reached under a name no rule covers. The old name is in the
-	 * same mount as the new directory (links never cross mounts). */
+	/* A hard link is a second name for a file, one no rule covers: a file that any rule
+	 * guards may not be linked, and the new name must allow what creating it does. The
+	 * old name is in the same mount as the new directory (links never cross mounts). */
 	struct identity *id = current_identity();
 	if (!id)
 		return 0;
@@ -174,10 +193,10 @@ int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
 	if (!s)
 		return -EPERM;
 	struct resolved old = walk_path(s, BPF_CORE_READ(new_dir, mnt), old_dentry, 0);
-	int ret = decide_path(id, bi, b, s, seq, old, 1U << PA_LINK, PA_HOOK_PATH);
+	int ret = decide_path(id, bi, b, s, seq, old, PA_ALL_PERMS, PA_HOOK_PATH);
 	if (ret)
 		return ret;
-	return path_op(new_dir, new_dentry, (1U << PA_LINK) | (1U << PA_CREATE));
+	return path_op(new_dir, new_dentry, PA_REPLACE_PERMS);
 }
 
 SEC("lsm/path_chmod")

@@ -29,6 +29,10 @@ enum pa_perm {
 	PA_NPERM,
 };
 
+#define PA_ALL_PERMS ((1U << PA_NPERM) - 1)
+/* What moving a file onto a path needs there: everything but reading and executing it. */
+#define PA_REPLACE_PERMS (PA_ALL_PERMS & ~(1U << PA_READ) & ~(1U << PA_EXEC))
+
 /* Operations rules: one bit each. */
 enum pa_op {
 	PA_OP_BPF,

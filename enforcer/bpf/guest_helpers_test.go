@@ -2,15 +2,47 @@
 
 package bpf
 
+// Helpers of the guest tests: a sandbox is a process in a new mount namespace registered
+// with a profile, that execs this test binary in helper mode to try one operation and
+// report the outcome ("ok" or the errno's name) as its output and exit code (0 ok, 1
+// EPERM, 2 another error).
+
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/compile"
+	"github.com/podarmor/podarmor/policies/compile/bpf"
 )
 
-var pins atomic.Int32
+var (
+	pins   atomic.Int32
+	shared *Enforcer
+)
+
+// enforcer returns the enforcer the tests share: loading takes seconds under emulation.
+// Tests use profiles of their own and never unload it.
+func enforcer(t *testing.T) *Enforcer {
+	t.Helper()
+	if shared == nil {
+		e, err := Load(Options{PinDir: "/sys/fs/bpf/podarmor-shared"})
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		shared = e
+	}
+	return shared
+}
 
 // load loads the enforcer into a fresh pin directory and unloads it at the end of the test.
 func load(t *testing.T) *Enforcer {
@@ -28,4 +60,155 @@ func load(t *testing.T) *Enforcer {
 		os.RemoveAll(dir)
 	})
 	return e
+}
+
+// compilePolicy compiles an ArmorPolicy written in YAML to its BPF profile.
+func compilePolicy(t *testing.T, doc string) *bpf.Profile {
+	t.Helper()
+	var p v1alpha1.ArmorPolicy
+	if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+	if p.Namespace == "" {
+		p.Namespace = "test"
+	}
+	res, errs := compile.Compile(compile.FromArmorPolicy(&p), compile.Options{})
+	if len(errs) > 0 {
+		t.Fatalf("compile: %v", errs.ToAggregate())
+	}
+	for _, prof := range res.Profiles {
+		if prof.Enforcer != v1alpha1.EnforcerBPF {
+			continue
+		}
+		var bp bpf.Profile
+		if err := json.Unmarshal(prof.Content, &bp); err != nil {
+			t.Fatalf("decode BPF profile: %v", err)
+		}
+		return &bp
+	}
+	t.Fatalf("policy has no BPF profile")
+	return nil
+}
+
+// policy is the YAML of an ArmorPolicy for the BPF enforcer in EnhanceProtect mode
+// (runtime-default rules included) with the given spec lines added.
+func policy(name, spec string) string {
+	return fmt.Sprintf(`apiVersion: podarmor.io/v1alpha1
+kind: ArmorPolicy
+metadata:
+  name: %s
+  namespace: test
+spec:
+  target:
+    selector: {}
+  enforcers: [BPF]
+  mode: EnhanceProtect
+%s`, name, spec)
+}
+
+// install compiles and loads a policy and returns its profile ID.
+func install(t *testing.T, e *Enforcer, doc string) string {
+	t.Helper()
+	p := compilePolicy(t, doc)
+	if err := e.SetProfile(p); err != nil {
+		t.Fatalf("SetProfile %s: %v", p.ProfileID, err)
+	}
+	return p.ProfileID
+}
+
+type outcome struct {
+	out  string
+	code int
+}
+
+func (o outcome) String() string { return fmt.Sprintf("exit %d: %s", o.code, strings.TrimSpace(o.out)) }
+
+func self(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// inSandbox runs helper operation op in a new mount namespace registered with profile
+// (none when profile is ""), and returns the outcome.
+func inSandbox(t *testing.T, e *Enforcer, profile string, op ...string) outcome {
+	t.Helper()
+	// The shell starts in the new namespace, waits until it is registered, then execs
+	// the helper: that exec arms the registration, as a container's first exec does.
+	args := append([]string{"sh", "-c", `read go; exec "$@"`, "sh", self(t)}, op...)
+	cmd := exec.Command("/bin/busybox", args...)
+	cmd.Env = append(os.Environ(), "PODARMOR_HELPER=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start sandbox: %v", err)
+	}
+	ns, err := MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if profile != "" {
+		if err := e.Register(ns, profile, false); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		defer e.Unregister(ns)
+	}
+	stdin.Write([]byte("go\n"))
+	stdin.Close()
+	err = cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("sandbox: %v", err)
+	}
+	return outcome{out.String(), code}
+}
+
+// onHost runs a helper operation directly, outside any sandbox.
+func onHost(t *testing.T, op ...string) outcome {
+	t.Helper()
+	cmd := exec.Command(self(t), op...)
+	cmd.Env = append(os.Environ(), "PODARMOR_HELPER=1")
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("host: %v", err)
+	}
+	return outcome{string(out), code}
+}
+
+// denied and allowed check an outcome.
+func denied(t *testing.T, what string, o outcome) {
+	t.Helper()
+	if o.code != 1 || !strings.Contains(o.out, "EPERM") {
+		t.Errorf("%s: want EPERM, got %v", what, o)
+	}
+}
+
+func allowed(t *testing.T, what string, o outcome) {
+	t.Helper()
+	if o.code != 0 {
+		t.Errorf("%s: want success, got %v", what, o)
+	}
+}
+
+// write creates a file on the guest.
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

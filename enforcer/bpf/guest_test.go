@@ -2,12 +2,18 @@
 
 package bpf
 
-import (
-	"testing"
-)
-
 // The tests in files tagged vmguest run inside a VM on a real kernel with BPF LSM
-// (e2e/vm); the host suite builds and boots them (enforcer/bpf/vm_test.go).
+// (e2e/vm); the host suite builds and boots them (vm_test.go).
+
+import (
+	"net"
+	"os"
+	"testing"
+
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/compile/bpf"
+	"github.com/podarmor/podarmor/policies/ruleset"
+)
 
 func TestLoadAttachesEveryHook(t *testing.T) {
 	e := load(t)
@@ -16,4 +22,228 @@ func TestLoadAttachesEveryHook(t *testing.T) {
 			t.Errorf("hook %s not attached: %s", h.Name, h.Reason)
 		}
 	}
+}
+
+func TestFileRules(t *testing.T) {
+	e := enforcer(t)
+	write(t, "/secret/a", "secret")
+	write(t, "/secret/sub/b", "secret")
+	write(t, "/guard/w.txt", "guarded")
+	write(t, "/open/o.txt", "open")
+	if err := os.Symlink("/secret/a", "/open/link"); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	prof := install(t, e, policy("files", `  customRules:
+    files:
+    - name: no-secrets
+      paths: ["/secret/**"]
+      permissions: [read]
+    - name: guard-w
+      paths: ["/guard/w.txt"]
+      permissions: [write, create, delete]
+`))
+	other := install(t, e, policy("other", ""))
+
+	for _, tc := range []struct {
+		what string
+		op   []string
+	}{
+		{"read", []string{"read", "/secret/a"}},
+		{"read below", []string{"read", "/secret/sub/b"}},
+		{"read through ..", []string{"read", "/secret/sub/../a"}},
+		{"read through //", []string{"read", "//secret//a"}},
+		{"read through /proc/self/root", []string{"read", "/proc/self/root/secret/a"}},
+		{"read through a symlink", []string{"read", "/open/link"}},
+		{"read after unshare -m", []string{"unshare-mount-then", "read", "/secret/a"}},
+		{"hard link", []string{"link", "/secret/a", "/open/hard"}},
+		{"rename the file away", []string{"rename", "/secret/a", "/open/moved"}},
+		{"rename the directory away", []string{"rename", "/secret/sub", "/open/sub"}},
+		{"write", []string{"write", "/guard/w.txt"}},
+		{"append (write covers it)", []string{"append", "/guard/w.txt"}},
+		{"truncate", []string{"truncate", "/guard/w.txt"}},
+		{"delete", []string{"unlink", "/guard/w.txt"}},
+		{"replace by rename", []string{"rename", "/open/o.txt", "/guard/w.txt"}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			denied(t, "sandbox", inSandbox(t, e, prof, tc.op...))
+		})
+	}
+	// The same operations succeed elsewhere (read-only ones, so that nothing moves).
+	for _, op := range [][]string{{"read", "/secret/a"}, {"read", "/open/link"}, {"write", "/guard/w.txt"}} {
+		allowed(t, "unconfined "+op[0], inSandbox(t, e, "", op...))
+		allowed(t, "host "+op[0], onHost(t, op...))
+		allowed(t, "other profile "+op[0], inSandbox(t, e, other, op...))
+	}
+	allowed(t, "read an open file", inSandbox(t, e, prof, "read", "/open/o.txt"))
+	allowed(t, "read the guarded file", inSandbox(t, e, prof, "read", "/guard/w.txt"))
+}
+
+func TestExecRules(t *testing.T) {
+	e := enforcer(t)
+	busybox, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll("/tools", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"/tools/nc", "/tools/ok"} {
+		if err := os.WriteFile(name, busybox, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/tools/nc", "/tools/alias"); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	prof := install(t, e, policy("exec", `  customRules:
+    exec:
+    - paths: ["/tools/nc"]
+`))
+	// the copies are busybox: argv[0] "true" picks the applet
+	denied(t, "exec", inSandbox(t, e, prof, "exec", "/tools/nc", "true"))
+	denied(t, "exec through a symlink", inSandbox(t, e, prof, "exec", "/tools/alias", "true"))
+	allowed(t, "exec another binary", inSandbox(t, e, prof, "exec", "/tools/ok", "true"))
+	allowed(t, "exec unconfined", inSandbox(t, e, "", "exec", "/tools/nc", "true"))
+	allowed(t, "exec on the host", onHost(t, "exec", "/tools/nc", "true"))
+}
+
+func TestCapabilityAndOperationRules(t *testing.T) {
+	e := enforcer(t)
+	write(t, "/capfile", "x")
+	prof := install(t, e, policy("caps", `  customRules:
+    capabilities:
+    - capabilities: [CHOWN]
+    operations:
+    - operations: [bpf, usernsCreate, userfaultfd, ioUring, perfEvent, kernelModule, chmodSetuid]
+`))
+	for _, tc := range []struct {
+		what string
+		op   []string
+	}{
+		{"chown needs CAP_CHOWN", []string{"chown", "/capfile", "1"}},
+		{"bpf()", []string{"bpf"}},
+		{"user namespace", []string{"userns"}},
+		{"userfaultfd", []string{"userfaultfd"}},
+		{"io_uring", []string{"io_uring"}},
+		{"perf_event_open", []string{"perf"}},
+		{"finit_module", []string{"init-module", "/capfile"}},
+		{"chmod u+s", []string{"chmod-raw", "/capfile", "4755"}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			denied(t, "sandbox", inSandbox(t, e, prof, tc.op...))
+			if tc.op[0] != "init-module" {
+				allowed(t, "unconfined", inSandbox(t, e, "", tc.op...))
+			}
+		})
+	}
+	allowed(t, "chmod without set-id bits", inSandbox(t, e, prof, "chmod-raw", "/capfile", "0755"))
+}
+
+func TestNetworkRules(t *testing.T) {
+	e := enforcer(t)
+	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.2:8080", "127.0.0.2:8081", "[::1]:8080"} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listen %s: %v", addr, err)
+		}
+		defer l.Close()
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	prof := install(t, e, policy("net", `  customRules:
+    network:
+    - sockets: {families: [packet]}
+    - sockets: {families: [inet], types: [raw]}
+    - egress:
+        addresses: ["127.0.0.2", "10.99.0.0/16"]
+        ports: [{port: 8080}]
+        protocols: [tcp]
+    - egress:
+        addresses: ["::1"]
+    - egress:
+        addresses: ["127.0.0.3"]
+        protocols: [udp]
+`))
+	for _, tc := range []struct {
+		what string
+		op   []string
+	}{
+		{"packet socket", []string{"socket", "17", "3", "0"}},
+		{"raw inet socket", []string{"socket", "2", "3", "1"}},
+		{"connect to a denied address and port", []string{"connect", "tcp", "127.0.0.2:8080"}},
+		{"connect to a denied IPv6 address", []string{"connect", "tcp", "[::1]:8080"}},
+		{"connect through an IPv4-mapped IPv6 address", []string{"connect-mapped", "127.0.0.2", "8080"}},
+		{"send a datagram to a denied address", []string{"sendto", "127.0.0.3:9999"}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			denied(t, "sandbox", inSandbox(t, e, prof, tc.op...))
+		})
+	}
+	for _, tc := range []struct {
+		what string
+		op   []string
+	}{
+		{"inet stream socket", []string{"socket", "2", "1", "0"}},
+		{"connect to an allowed address", []string{"connect", "tcp", "127.0.0.1:8080"}},
+		{"connect to a denied address on another port", []string{"connect", "tcp", "127.0.0.2:8081"}},
+		{"send a datagram to an allowed address", []string{"sendto", "127.0.0.1:9999"}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			allowed(t, "sandbox", inSandbox(t, e, prof, tc.op...))
+		})
+	}
+	allowed(t, "unconfined packet socket", inSandbox(t, e, "", "socket", "17", "3", "0"))
+	allowed(t, "unconfined connect", inSandbox(t, e, "", "connect", "tcp", "127.0.0.2:8080"))
+	allowed(t, "unconfined connect through an IPv4-mapped address", inSandbox(t, e, "", "connect-mapped", "127.0.0.2", "8080"))
+}
+
+// profileOf builds a BPF profile from rules directly, for rule shapes the runtime-default
+// rules of a compiled policy would mask (every mount is denied there).
+func profileOf(id string, rules ...ruleset.Rule) *bpf.Profile {
+	return &bpf.Profile{FormatVersion: bpf.FormatVersion, ProfileID: id, Policy: "test", Default: ruleset.Allow, Rules: rules}
+}
+
+func TestMountRules(t *testing.T) {
+	e := enforcer(t)
+	for _, d := range []string{"/mnt/p", "/mnt/guard/in", "/mnt/free", "/mnt/t"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := profileOf("mounts",
+		ruleset.Rule{ID: "custom/no-proc", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindMount,
+			Mount: &ruleset.Mount{Operations: []v1alpha1.MountOperation{v1alpha1.MountMount}, FSTypes: []string{"proc"}}},
+		ruleset.Rule{ID: "custom/no-bind-guard", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindMount,
+			Mount: &ruleset.Mount{Operations: []v1alpha1.MountOperation{v1alpha1.MountMount}, Flags: []v1alpha1.MountFlag{"bind"}, Targets: []string{"/mnt/guard/**"}}},
+		ruleset.Rule{ID: "custom/no-umount-tmpfs", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindMount,
+			Mount: &ruleset.Mount{Operations: []v1alpha1.MountOperation{v1alpha1.MountUmount}, FSTypes: []string{"tmpfs"}}},
+	)
+	if err := e.SetProfile(p); err != nil {
+		t.Fatal(err)
+	}
+	denied(t, "mount proc", inSandbox(t, e, "mounts", "mount", "proc", "/mnt/p", "proc"))
+	allowed(t, "mount sysfs", inSandbox(t, e, "mounts", "mount", "sysfs", "/mnt/p", "sysfs"))
+	denied(t, "bind onto a guarded target", inSandbox(t, e, "mounts", "bind", "/mnt/free", "/mnt/guard/in"))
+	allowed(t, "bind elsewhere", inSandbox(t, e, "mounts", "bind", "/mnt/free", "/mnt/t"))
+	denied(t, "umount tmpfs", inSandbox(t, e, "mounts", "mount-then-umount", "tmpfs", "/mnt/t"))
+	allowed(t, "unconfined mount proc", inSandbox(t, e, "", "mount", "proc", "/mnt/p", "proc"))
+}
+
+func TestRuntimeDefaultRules(t *testing.T) {
+	e := enforcer(t)
+	prof := install(t, e, policy("rd", ""))
+	denied(t, "mount", inSandbox(t, e, prof, "mount", "tmpfs", "/mnt/t", "tmpfs"))
+	denied(t, "write /proc/sys", inSandbox(t, e, prof, "write", "/proc/sys/kernel/hostname"))
+	denied(t, "read /proc/kcore", inSandbox(t, e, prof, "read", "/proc/kcore"))
+	denied(t, "user namespace", inSandbox(t, e, prof, "userns"))
+	denied(t, "read a host process's environ", inSandbox(t, e, prof, "ptrace-read", "1"))
+	allowed(t, "read its own environ", inSandbox(t, e, prof, "ptrace-read", "self"))
+	allowed(t, "unconfined reads a host process's environ", inSandbox(t, e, "", "ptrace-read", "1"))
 }

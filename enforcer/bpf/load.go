@@ -40,6 +40,9 @@ type Capacity struct {
 	Transitions uint32
 	// AcceptStates is the number of accepting DFA states over every profile. Default 64 Ki.
 	AcceptStates uint32
+	// SubtreeStates is the number of DFA states that guard a directory's contents, over
+	// every profile. Default 256 Ki.
+	SubtreeStates uint32
 	// SocketRules, EgressPrefixes and MountFSTypes bound those tables over every profile.
 	// Default 64 Ki, 64 Ki and 16 Ki.
 	SocketRules    uint32
@@ -61,6 +64,7 @@ func (c Capacity) withDefaults() Capacity {
 	def(&c.Profiles, 1024)
 	def(&c.Transitions, 1<<22)
 	def(&c.AcceptStates, 1<<16)
+	def(&c.SubtreeStates, 1<<18)
 	def(&c.SocketRules, 1<<16)
 	def(&c.EgressPrefixes, 1<<16)
 	def(&c.MountFSTypes, 1<<14)
@@ -116,7 +120,7 @@ type Enforcer struct {
 // mapNames lists every map of the object; all are pinned.
 var mapNames = []string{
 	"settings", "containers", "task_identity", "profile_active", "profile_names",
-	"profile_bodies", "dfa_classes", "dfa_trans", "dfa_accept", "dfa_mount", "socket_rules",
+	"profile_bodies", "dfa_classes", "dfa_trans", "dfa_accept", "dfa_subtree", "dfa_mount", "socket_rules",
 	"egress4", "egress6", "mount_bodies", "mount_fstype", "counters", "drops", "ratelimit",
 	"events", "scratch", "mount_scratch",
 }
@@ -179,6 +183,14 @@ func Load(opts Options) (*Enforcer, error) {
 		mod.Close()
 		return nil, fmt.Errorf("bpf: load object (a pinned map of another layout under %s/maps needs removing after an incompatible upgrade): %w", e.pinDir, err)
 	}
+	// libbpfgo's batch operations keep the descriptor a map had when it was looked up,
+	// which is -1 before loading: look every map up again now that they exist.
+	for _, name := range mapNames {
+		if e.maps[name], err = mod.GetMap(name); err != nil {
+			mod.Close()
+			return nil, fmt.Errorf("bpf: map %s after load: %w", name, err)
+		}
+	}
 	if err := e.configure(opts); err != nil {
 		mod.Close()
 		return nil, err
@@ -235,6 +247,7 @@ func (e *Enforcer) prepare(kernel *btf.Spec) error {
 		"dfa_trans":      e.cap.Transitions,
 		"dfa_accept":     e.cap.AcceptStates,
 		"dfa_mount":      e.cap.AcceptStates,
+		"dfa_subtree":    e.cap.SubtreeStates,
 		"socket_rules":   e.cap.SocketRules,
 		"egress4":        e.cap.EgressPrefixes,
 		"egress6":        e.cap.EgressPrefixes,

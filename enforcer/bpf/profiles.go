@@ -165,6 +165,11 @@ func (e *Enforcer) writeBody(slot, b uint32, img *tables.Image) error {
 				return fmt.Errorf("%w (accepting states over all profiles: %d)", err, e.cap.AcceptStates)
 			}
 		}
+		for s, v := range img.Subtree {
+			if err := e.put("dfa_subtree", tables.DFAAcceptKey{Body: b, State: s}, v); err != nil {
+				return fmt.Errorf("%w (subtree states over all profiles: %d)", err, e.cap.SubtreeStates)
+			}
+		}
 		for s, v := range img.MountPaths {
 			if err := e.put("dfa_mount", tables.DFAAcceptKey{Body: b, State: s}, v); err != nil {
 				return err
@@ -239,7 +244,7 @@ func (e *Enforcer) cleanBody(b uint32) {
 	if bs.region.size > 0 {
 		e.trans.release(bs.region)
 	}
-	for _, name := range []string{"dfa_accept", "dfa_mount", "socket_rules", "mount_fstype", "counters", "egress4", "egress6"} {
+	for _, name := range []string{"dfa_accept", "dfa_subtree", "dfa_mount", "socket_rules", "mount_fstype", "counters", "egress4", "egress6"} {
 		off := 0
 		if name == "egress4" || name == "egress6" {
 			off = 4

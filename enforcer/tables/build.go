@@ -33,6 +33,9 @@ type Image struct {
 	DFA *dfa.DFA
 	// Accept holds the file verdicts of the DFA's accepting states.
 	Accept map[uint32]VerdictsPath
+	// Subtree holds, for each state a '/' leads to, the strongest verdict of any path
+	// that extends a path ending there: what guards a directory's contents.
+	Subtree map[uint32]Verdict
 	// MountPaths holds the mount rules whose sources or targets accept at a state.
 	MountPaths map[uint32]MountPaths
 	// Sockets maps (family, type, protocol), with Any for a free field, to a verdict.
@@ -69,6 +72,7 @@ func Build(p *bpf.Profile, lim Limits) (*Image, error) {
 		img: &Image{
 			ProfileID:  p.ProfileID,
 			Accept:     map[uint32]VerdictsPath{},
+			Subtree:    map[uint32]Verdict{},
 			MountPaths: map[uint32]MountPaths{},
 			Sockets:    map[SocketKey]Verdict{},
 			FSTypes:    map[string]Mask{},
@@ -357,7 +361,66 @@ func (b *builder) finishPaths(lim Limits) error {
 			b.img.MountPaths[uint32(s)] = mp
 		}
 	}
+	b.subtrees()
 	return nil
+}
+
+// subtrees computes Subtree: every accepting state's strongest verdict flows back to the
+// states that reach it, enforce over audit and the lower rule index among equals.
+func (b *builder) subtrees() {
+	d := b.img.DFA
+	best := make([]Verdict, d.NumStates)
+	stronger := func(a, c Verdict) bool {
+		return a.Action != ActionNone && (better(a.Action, c.Action) || a.Action == c.Action && a.Rule < c.Rule)
+	}
+	var work []uint32
+	for s, v := range b.img.Accept {
+		own := Verdict{Rule: RuleNone}
+		for bit := range uint32(NumPerms) {
+			a := ActionNone
+			if v.Enforce&(1<<bit) != 0 {
+				a = ActionEnforce
+			} else if v.Audit&(1<<bit) != 0 {
+				a = ActionAudit
+			}
+			if c := (Verdict{Action: a, Rule: v.Rule[bit]}); stronger(c, own) {
+				own = c
+			}
+		}
+		best[s] = own
+		work = append(work, s)
+	}
+	// reverse edges
+	preds := make([][]uint32, d.NumStates)
+	slash := d.Classes['/']
+	into := make([]bool, d.NumStates) // reached by '/'
+	for s := 1; s < d.NumStates; s++ {
+		for c := range d.NumClasses {
+			t := d.Trans[s*d.NumClasses+c]
+			if t == 0 {
+				continue
+			}
+			preds[t] = append(preds[t], uint32(s))
+			if c == int(slash) {
+				into[t] = true
+			}
+		}
+	}
+	for len(work) > 0 {
+		t := work[len(work)-1]
+		work = work[:len(work)-1]
+		for _, s := range preds[t] {
+			if stronger(best[t], best[s]) {
+				best[s] = best[t]
+				work = append(work, s)
+			}
+		}
+	}
+	for s := 1; s < d.NumStates; s++ {
+		if into[s] && best[s].Action != ActionNone {
+			b.img.Subtree[uint32(s)] = best[s]
+		}
+	}
 }
 
 var filePerms = map[v1alpha1.FilePermission]Perm{
