@@ -8,15 +8,18 @@ package bpf
 // EPERM, 2 another error).
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -31,17 +34,53 @@ var (
 )
 
 // enforcer returns the enforcer the tests share: loading takes seconds under emulation.
-// Tests use profiles of their own and never unload it.
+// Tests use profiles of their own and never unload it. Its events are collected for
+// waitEvent.
 func enforcer(t *testing.T) *Enforcer {
 	t.Helper()
 	if shared == nil {
-		e, err := Load(Options{PinDir: "/sys/fs/bpf/podarmor-shared"})
+		e, err := Load(Options{PinDir: "/sys/fs/bpf/podarmor-shared", EventsPerSecond: 1000})
 		if err != nil {
 			t.Fatalf("Load: %v", err)
 		}
+		ch, err := e.Events(context.Background())
+		if err != nil {
+			t.Fatalf("Events: %v", err)
+		}
+		go func() {
+			for ev := range ch {
+				eventsMu.Lock()
+				events = append(events, ev)
+				eventsMu.Unlock()
+			}
+		}()
 		shared = e
 	}
 	return shared
+}
+
+var (
+	eventsMu sync.Mutex
+	events   []Event
+)
+
+// waitEvent waits up to 10 s for an event for which match holds.
+func waitEvent(t *testing.T, what string, match func(Event) bool) Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		eventsMu.Lock()
+		for _, ev := range events {
+			if match(ev) {
+				eventsMu.Unlock()
+				return ev
+			}
+		}
+		eventsMu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no event: %s", what)
+	return Event{}
 }
 
 // load loads the enforcer into a fresh pin directory and unloads it at the end of the test.
@@ -135,6 +174,21 @@ func self(t *testing.T) string {
 // (none when profile is ""), and returns the outcome.
 func inSandbox(t *testing.T, e *Enforcer, profile string, op ...string) outcome {
 	t.Helper()
+	if profile == "" {
+		return inNamespace(t, nil, op...)
+	}
+	return inNamespace(t, func(ns uint32) func() {
+		if err := e.Register(ns, profile, false); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		return func() { e.Unregister(ns) }
+	}, op...)
+}
+
+// inNamespace runs a helper operation in a new mount namespace, calling register (if not
+// nil) with the namespace before the helper's exec, and what register returns after.
+func inNamespace(t *testing.T, register func(ns uint32) func(), op ...string) outcome {
+	t.Helper()
 	// The shell starts in the new namespace, waits until it is registered, then execs
 	// the helper: that exec arms the registration, as a container's first exec does.
 	args := append([]string{"sh", "-c", `read go; exec "$@"`, "sh", self(t)}, op...)
@@ -154,11 +208,8 @@ func inSandbox(t *testing.T, e *Enforcer, profile string, op ...string) outcome 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if profile != "" {
-		if err := e.Register(ns, profile, false); err != nil {
-			t.Fatalf("register: %v", err)
-		}
-		defer e.Unregister(ns)
+	if register != nil {
+		defer register(ns)()
 	}
 	stdin.Write([]byte("go\n"))
 	stdin.Close()

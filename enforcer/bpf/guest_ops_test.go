@@ -5,6 +5,7 @@ package bpf
 // The helper mode of the guest test binary: one operation, its outcome on stdout.
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -13,9 +14,14 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/compile/bpf"
+	"github.com/podarmor/podarmor/policies/ruleset"
 )
 
 func TestMain(m *testing.M) {
@@ -72,6 +78,24 @@ func operate(a []string) error {
 			return err
 		}
 		return f.Close()
+	case "read-loop": // read-loop PATH N: N reads, counting outcomes; any other error fails
+		var ok, eperm int
+		for range atoi(a[2]) {
+			_, err := os.ReadFile(a[1])
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, syscall.EPERM):
+				eperm++
+			default:
+				return err
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		fmt.Printf("ok=%d eperm=%d\n", ok, eperm)
+		return nil
+	case "daemon": // daemon PINDIR: an enforcer with profile "killed", registering on request
+		return daemon(a[1])
 	case "truncate":
 		return os.Truncate(a[1], 0)
 	case "unlink":
@@ -206,4 +230,35 @@ func operate(a []string) error {
 		return syscall.Connect(fd, sa)
 	}
 	return fmt.Errorf("unknown helper operation %q", a[0])
+}
+
+// daemon runs an enforcer in this process: it loads the object pinned at pinDir, installs
+// profile "killed" (reads of /killed/f refused), prints "ready", then registers each
+// mount namespace number read from stdin, answering "ok" for each.
+func daemon(pinDir string) error {
+	e, err := Load(Options{PinDir: pinDir})
+	if err != nil {
+		return err
+	}
+	if err := e.SetProfile(killedProfile()); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		ns, err := strconv.ParseUint(sc.Text(), 10, 32)
+		if err != nil {
+			return err
+		}
+		if err := e.Register(uint32(ns), "killed", false); err != nil {
+			return err
+		}
+		fmt.Println("ok")
+	}
+	select {}
+}
+
+func killedProfile() *bpf.Profile {
+	return profileOf("killed", ruleset.Rule{ID: "custom/killed", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindFile,
+		File: &ruleset.File{Paths: []string{"/killed/f"}, Permissions: []v1alpha1.FilePermission{v1alpha1.FileRead}}})
 }

@@ -6,10 +6,15 @@ package bpf
 // (e2e/vm); the host suite builds and boots them (vm_test.go).
 
 import (
+	"bufio"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 
+	"github.com/podarmor/podarmor/enforcer/tables"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
 	"github.com/podarmor/podarmor/policies/ruleset"
@@ -246,4 +251,151 @@ func TestRuntimeDefaultRules(t *testing.T) {
 	denied(t, "read a host process's environ", inSandbox(t, e, prof, "ptrace-read", "1"))
 	allowed(t, "read its own environ", inSandbox(t, e, prof, "ptrace-read", "self"))
 	allowed(t, "unconfined reads a host process's environ", inSandbox(t, e, "", "ptrace-read", "1"))
+}
+
+func TestCountersEventsAndAudit(t *testing.T) {
+	e := enforcer(t)
+	write(t, "/counted/f", "x")
+	write(t, "/audited/f", "x")
+	prof := install(t, e, policy("count", `  customRules:
+    files:
+    - name: counted
+      paths: ["/counted/f"]
+      permissions: [read]
+    - name: audited
+      action: Audit
+      paths: ["/audited/f"]
+      permissions: [read]
+`))
+	const n = 5
+	for range n {
+		denied(t, "read", inSandbox(t, e, prof, "read", "/counted/f"))
+		allowed(t, "audited read", inSandbox(t, e, prof, "read", "/audited/f"))
+	}
+	c, err := e.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c[Decision{Profile: prof, Rule: "custom/counted", Action: tables.ActionEnforce}]; got != n {
+		t.Errorf("enforce counter of custom/counted = %d, want %d (all: %v)", got, n, c)
+	}
+	if got := c[Decision{Profile: prof, Rule: "custom/audited", Action: tables.ActionAudit}]; got != n {
+		t.Errorf("audit counter of custom/audited = %d, want %d (all: %v)", got, n, c)
+	}
+	ev := waitEvent(t, "deny of /counted/f", func(ev Event) bool {
+		return ev.Profile == prof && ev.Rule == "custom/counted" && ev.Action == tables.ActionEnforce
+	})
+	if ev.PathText != "/counted/f" || ev.Hook != tables.HookFileOpen || ev.Detail != uint32(tables.PermRead) {
+		t.Errorf("event = path %q hook %d detail %d, want /counted/f, file_open, read", ev.PathText, ev.Hook, ev.Detail)
+	}
+	waitEvent(t, "audit of /audited/f", func(ev Event) bool {
+		return ev.Profile == prof && ev.Rule == "custom/audited" && ev.Action == tables.ActionAudit && ev.PathText == "/audited/f"
+	})
+}
+
+// TestRuleUpdateUnderLoad rewrites a profile over and over while a sandbox reads a file
+// in a loop: every read either succeeds or is refused, as one rule set or the other says,
+// and the last rule set is the one in force for the running container.
+func TestRuleUpdateUnderLoad(t *testing.T) {
+	e := enforcer(t)
+	write(t, "/upd/f", "x")
+	deny := policy("upd", `  customRules:
+    files:
+    - paths: ["/upd/f"]
+      permissions: [read]
+`)
+	allow := policy("upd", `  customRules:
+    files:
+    - paths: ["/upd/other"]
+      permissions: [read]
+`)
+	prof := install(t, e, allow)
+	done := make(chan outcome)
+	go func() { done <- inSandbox(t, e, prof, "read-loop", "/upd/f", "400") }()
+	for i := range 20 {
+		doc := allow
+		if i%2 == 0 {
+			doc = deny
+		}
+		install(t, e, doc)
+		time.Sleep(50 * time.Millisecond)
+	}
+	install(t, e, deny)
+	o := <-done
+	if o.code != 0 {
+		t.Fatalf("read loop: %v", o)
+	}
+	var ok, eperm int
+	if _, err := fmt.Sscanf(o.out, "ok=%d eperm=%d", &ok, &eperm); err != nil {
+		t.Fatalf("read loop output %q: %v", o.out, err)
+	}
+	t.Logf("reads: %d allowed, %d refused while the rules changed", ok, eperm)
+	if ok == 0 || eperm == 0 {
+		t.Errorf("want reads both allowed and refused as the rules changed, got %d and %d", ok, eperm)
+	}
+	denied(t, "read after the last update", inSandbox(t, e, prof, "read", "/upd/f"))
+}
+
+// TestEnforcementSurvivesSIGKILL kills an enforcer process while a sandbox it registered
+// tries a denied read in a loop: not one read may succeed. A new enforcer then adopts the
+// pinned state: the profile is still there and still enforced.
+func TestEnforcementSurvivesSIGKILL(t *testing.T) {
+	write(t, "/killed/f", "x")
+	pinDir := "/sys/fs/bpf/podarmor-killed"
+	d := exec.Command(self(t), "daemon", pinDir)
+	d.Env = append(os.Environ(), "PODARMOR_HELPER=1")
+	d.Stderr = os.Stderr
+	in, _ := d.StdinPipe()
+	outPipe, _ := d.StdoutPipe()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	replies := bufio.NewScanner(outPipe)
+	if !replies.Scan() || replies.Text() != "ready" {
+		t.Fatalf("enforcer daemon did not start: %q", replies.Text())
+	}
+	registered := make(chan struct{})
+	done := make(chan outcome)
+	go func() {
+		done <- inNamespace(t, func(ns uint32) func() {
+			fmt.Fprintln(in, ns)
+			if !replies.Scan() || replies.Text() != "ok" {
+				t.Errorf("registration: %q", replies.Text())
+			}
+			close(registered)
+			return func() {}
+		}, "read-loop", "/killed/f", "600")
+	}()
+	<-registered
+	time.Sleep(300 * time.Millisecond)
+	if err := d.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	d.Wait()
+	t.Log("enforcer killed with SIGKILL during the loop")
+	o := <-done
+	var ok, eperm int
+	if _, err := fmt.Sscanf(o.out, "ok=%d eperm=%d", &ok, &eperm); err != nil || o.code != 0 {
+		t.Fatalf("read loop: %v", o)
+	}
+	if ok != 0 || eperm != 600 {
+		t.Fatalf("reads after SIGKILL: %d allowed, %d refused; want 0 and 600", ok, eperm)
+	}
+
+	e, err := Load(Options{PinDir: pinDir})
+	if err != nil {
+		t.Fatalf("a new enforcer on the pinned state: %v", err)
+	}
+	defer func() {
+		e.Unpin()
+		e.Close()
+	}()
+	if got := e.Profiles(); len(got) != 1 || got[0] != "killed" {
+		t.Fatalf("adopted profiles = %v, want [killed]", got)
+	}
+	denied(t, "read under the adopted profile", inSandbox(t, e, "killed", "read", "/killed/f"))
+	if err := e.SetProfile(killedProfile()); err != nil {
+		t.Fatal(err)
+	}
+	denied(t, "read after the new enforcer rewrote the profile", inSandbox(t, e, "killed", "read", "/killed/f"))
 }
