@@ -24,16 +24,19 @@ group_bpf() {
 	printf '%s\n' clang llvm libelf-dev zlib1g-dev bpftool
 }
 
-# vm: booting a Debian kernel under QEMU (TCG) with a busybox initramfs.
+# vm: booting Debian kernels under QEMU (TCG) with a busybox initramfs (e2e/vm).
+# runc and apparmor_parser are copied into the guest with their libraries.
+# hack/vm-kernels.sh unpacks the kernels with xz (6.1) and zstd (6.12), and needs
+# apt-get, dpkg-deb and flock besides, which every Debian system has.
 group_vm() {
-	printf '%s\n' qemu-system-x86 busybox-static cpio
+	printf '%s\n' qemu-system-x86 busybox-static cpio runc apparmor xz-utils zstd
 }
 
 # verify_GROUP, where defined, checks that the group's tools run, whether they
 # were just installed or already there.
 verify_base() { runs apparmor_parser --version; }
 verify_bpf() { runs clang --version && runs bpftool version; }
-verify_vm() { runs qemu-system-x86_64 --version; }
+verify_vm() { runs qemu-system-x86_64 --version && runs busybox true && runs runc --version; }
 
 log() { echo "deps: $*" >&2; }
 

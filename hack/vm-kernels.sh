@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# Fetches the Debian kernels that the VM tests boot (e2e/vm), and prints where they are:
+# one line per series on stdout, "SERIES PATH-TO-VMLINUX", and nothing else, so callers
+# write
+#
+#   hack/vm-kernels.sh            # 6.1 and 6.12
+#   hack/vm-kernels.sh 6.12       # one series
+#   hack/vm-kernels.sh --refresh  # look for a newer kernel even where one is cached
+#
+# and parse the lines (e2e/vm.Kernels does).
+#
+# The series are Debian's stable kernels: 6.1 from bookworm, 6.12 from trixie. Each is the
+# package that Debian's `linux-image-amd64` depends on (linux-image-6.1.0-N-amd64, ...),
+# fetched with `apt-get download` and unpacked without installing it. Only boot/ is
+# unpacked (the modules are most of the package; the VMs load none), and three files are
+# kept in
+#   ${XDG_CACHE_HOME:-~/.cache}/podarmor/kernels/SERIES/DEBIAN-VERSION/
+#     vmlinuz-RELEASE   the bzImage as Debian ships it
+#     config-RELEASE    its configuration, which tells what is built in
+#     vmlinux-RELEASE   the kernel ELF taken out of the bzImage: QEMU boots it directly
+#                       (PVH), 3-5 s faster a boot under TCG; its .BTF section is this
+#                       kernel's BTF (bpftool btf dump file vmlinux-RELEASE format c)
+# The printed path is the vmlinux. The script checks that the config has BPF LSM,
+# AppArmor and BTF built in, since the tests rely on all three.
+#
+# apt runs with a private configuration, list state and cache per suite under
+# .../kernels/apt/SUITE, so the machine's own sources.list, package lists and pinning stay
+# untouched, and bookworm's kernel comes out the same whether or not the host's lists are
+# fresh. The mirror is the one the machine's own sources use (apt-get indextargets), so a
+# machine behind a local mirror keeps using it.
+#
+# A second run finds the cached kernels and says so without touching the network. With
+# --refresh it updates the private lists and fetches a newer kernel if the suite has one;
+# the older one stays in the cache, unused. Concurrent runs (go test runs packages in
+# parallel) wait for each other on a lock.
+#
+# Environment:
+#   PODARMOR_KERNEL_CACHE   cache directory (default .../podarmor/kernels as above)
+#   PODARMOR_DEBIAN_MIRROR, PODARMOR_DEBIAN_SECURITY_MIRROR
+#                           override the mirrors taken from the machine's sources
+set -euo pipefail
+
+all_series=(6.1 6.12)
+
+log() { echo "vm-kernels: $*" >&2; }
+
+usage() {
+	echo "usage: $0 [--refresh] [SERIES ...]   (SERIES: ${all_series[*]}; default: all)" >&2
+	exit 2
+}
+
+# suite_of prints the Debian suite whose kernel is SERIES.
+suite_of() {
+	case "$1" in
+	6.1) echo bookworm ;;
+	6.12) echo trixie ;;
+	*) return 1 ;;
+	esac
+}
+
+refresh=0
+series=()
+for arg in "$@"; do
+	case "$arg" in
+	--refresh) refresh=1 ;;
+	-h | --help) usage ;;
+	*)
+		suite_of "$arg" >/dev/null || {
+			log "unknown series $arg"
+			usage
+		}
+		series+=("$arg")
+		;;
+	esac
+done
+((${#series[@]})) || series=("${all_series[@]}")
+
+cache="${PODARMOR_KERNEL_CACHE:-${XDG_CACHE_HOME:-${HOME:?}/.cache}/podarmor/kernels}"
+mkdir -p "$cache"
+
+# One run at a time: a second one waits and then finds the kernels cached.
+exec 9>"$cache/.lock"
+flock 9
+
+# cached prints the vmlinux of the newest cached kernel of SERIES, if there is one. A
+# version directory exists only complete (it is renamed into place).
+cached() {
+	local dir
+	dir="$(find "$cache/$1" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort -V | tail -n 1)"
+	[[ -n "$dir" ]] || return 1
+	find "$dir" -maxdepth 1 -name 'vmlinux-*' -type f | head -n 1 | grep .
+}
+
+# mirrors prints the main and the security archive URIs the machine's own apt sources use
+# (deb822 or one-line format alike), falling back to deb.debian.org.
+mirrors() {
+	local targets main security
+	targets="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null || true)"
+	main="$(awk '$2 ~ /^[a-z]+$/ { print $1; exit }' <<<"$targets")"
+	security="$(awk '$2 ~ /-security$/ { print $1; exit }' <<<"$targets")"
+	echo "${PODARMOR_DEBIAN_MIRROR:-${main:-http://deb.debian.org/debian/}}"
+	echo "${PODARMOR_DEBIAN_SECURITY_MIRROR:-${security:-http://deb.debian.org/debian-security/}}"
+}
+
+# apt_setup writes the private apt tree of SUITE and fills the array `apt_opts` with the
+# options that point apt-get and apt-cache at it.
+apt_setup() {
+	local suite="$1" dir="$cache/apt/$1" main security
+	{
+		read -r main
+		read -r security
+	} < <(mirrors)
+	mkdir -p "$dir/sources.list.d" "$dir/preferences.d" "$dir/state/lists/partial" \
+		"$dir/cache/archives/partial"
+	: >>"$dir/status"
+	# Packages indices only: no translations, DEP-11 or Contents.
+	cat >"$dir/sources.list.d/debian.sources" <<-EOF
+		Types: deb
+		URIs: $main
+		Suites: $suite $suite-updates
+		Components: main
+		Targets: Packages
+		Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+		Types: deb
+		URIs: $security
+		Suites: $suite-security
+		Components: main
+		Targets: Packages
+		Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+	EOF
+	apt_opts=(
+		-o "Dir::Etc::sourcelist=/dev/null"
+		-o "Dir::Etc::sourceparts=$dir/sources.list.d"
+		-o "Dir::Etc::preferences=$dir/preferences"
+		-o "Dir::Etc::preferencesparts=$dir/preferences.d"
+		-o "Dir::State=$dir/state"
+		-o "Dir::State::status=$dir/status"
+		-o "Dir::Cache=$dir/cache"
+		-o "APT::Architecture=amd64"
+		-o "APT::Architectures::=amd64"
+		-o "Acquire::Languages=none"
+		# The tree lives in the caller's home, which apt's _apt user cannot read.
+		-o "APT::Sandbox::User=$(id -un)"
+	)
+	apt_lists="$dir/state/lists"
+}
+
+apt_update() {
+	log "apt-get update ($1, private lists)"
+	apt-get "${apt_opts[@]}" -qq update >&2
+}
+
+# extract_vmlinux writes the kernel ELF inside the bzImage VMLINUZ to OUT. QEMU boots
+# the ELF through its PVH entry point, without the real-mode setup and without the
+# kernel decompressing itself, which under TCG takes 3-5 s of every boot (xz on 6.1).
+# The compressed payload is where the boot protocol's setup header says (payload_offset
+# and payload_length at 0x248, after (setup_sects+1)*512 bytes of setup code); its last
+# 4 bytes are the uncompressed size, not part of the stream.
+extract_vmlinux() {
+	local vmlinuz="$1" out="$2" setup_sects offset length start size magic
+	setup_sects="$(od -An -tu1 -j $((0x1f1)) -N1 "$vmlinuz" | tr -d ' ')"
+	read -r offset length < <(od -An -tu4 -j $((0x248)) -N8 "$vmlinuz")
+	start=$(((setup_sects + 1) * 512 + offset))
+	size="$(tail -c +$((start + length - 3)) "$vmlinuz" | head -c 4 | od -An -tu4 | tr -d ' ')"
+	magic="$(tail -c +$((start + 1)) "$vmlinuz" | head -c 4 | od -An -tx1 | tr -d ' ')"
+	local decompress
+	case "$magic" in
+	fd377a58) decompress=(xz -dc) ;;
+	28b52ffd) decompress=(zstd -dcq) ;;
+	1f8b*) decompress=(gzip -dc) ;;
+	*)
+		log "$vmlinuz: unknown compression of the kernel payload (magic $magic)"
+		return 1
+		;;
+	esac
+	tail -c +$((start + 1)) "$vmlinuz" | head -c $((length - 4)) | "${decompress[@]}" >"$out"
+	[[ "$(stat -c %s "$out")" == "$size" && "$(head -c 4 "$out" | od -An -tx1 | tr -d ' ')" == 7f454c46 ]] || {
+		log "$vmlinuz: the extracted kernel is not the ELF of $size bytes the header announces"
+		return 1
+	}
+}
+
+# check_config fails unless CONFIG has what the VM tests need built in.
+check_config() {
+	local opt
+	for opt in CONFIG_BPF_LSM CONFIG_SECURITY_APPARMOR CONFIG_DEBUG_INFO_BTF CONFIG_BPF_SYSCALL; do
+		grep -qx "$opt=y" "$1" || {
+			log "$1: $opt is not =y; this kernel cannot run the VM tests"
+			return 1
+		}
+	done
+}
+
+# fetch downloads the kernel of SERIES into the cache and prints its vmlinux.
+fetch() {
+	local series="$1" suite pkg version dest tmp deb vmlinuz
+	suite="$(suite_of "$series")"
+	apt_setup "$suite"
+	if ((refresh)) || ! compgen -G "$apt_lists/*_Packages*" >/dev/null; then
+		apt_update "$suite"
+	fi
+
+	# linux-image-amd64 depends on exactly one versioned image package.
+	pkg="$(apt-cache "${apt_opts[@]}" depends linux-image-amd64 |
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')"
+	[[ -n "$pkg" ]] || {
+		log "$suite: linux-image-amd64 depends on no linux-image-* package"
+		return 1
+	}
+	version="$(apt-cache "${apt_opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" { print $2; exit }')"
+	dest="$cache/$series/$version"
+	if [[ -d "$dest" ]]; then
+		log "$series: $pkg $version is the newest in $suite and cached"
+		cached "$series"
+		return
+	fi
+
+	tmp="$(mktemp -d "$cache/.fetch-$series.XXXXXX")"
+	# shellcheck disable=SC2064 # expand $tmp now: it is local
+	trap "rm -rf '$tmp'" RETURN
+	log "$series: downloading $pkg $version from $suite"
+	# A list older than the archive names a .deb that is gone: update once and retry.
+	if ! (cd "$tmp" && apt-get "${apt_opts[@]}" -qq download "$pkg=$version" >&2); then
+		apt_update "$suite"
+		version="$(apt-cache "${apt_opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" { print $2; exit }')"
+		dest="$cache/$series/$version"
+		(cd "$tmp" && apt-get "${apt_opts[@]}" -qq download "$pkg=$version" >&2)
+	fi
+	deb="$(find "$tmp" -maxdepth 1 -name '*.deb' | head -n 1)"
+	[[ -n "$deb" ]] || {
+		log "$series: apt-get download $pkg=$version left no .deb"
+		return 1
+	}
+
+	# boot/ only: everything the tests use is built in, and the VMs load no modules.
+	mkdir "$tmp/root" "$tmp/out"
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/root" --wildcards './boot/*'
+	cp "$tmp"/root/boot/vmlinuz-* "$tmp"/root/boot/config-* "$tmp/out/" || {
+		log "$series: $pkg $version has no boot/vmlinuz-* and boot/config-*"
+		return 1
+	}
+	check_config "$(find "$tmp/out" -name 'config-*' | head -n 1)"
+	vmlinuz="$(find "$tmp/out" -name 'vmlinuz-*' | head -n 1)"
+	extract_vmlinux "$vmlinuz" "$tmp/out/vmlinux-${vmlinuz##*/vmlinuz-}"
+	mkdir -p "$cache/$series"
+	mv "$tmp/out" "$dest"
+	log "$series: cached $dest"
+	cached "$series"
+}
+
+for s in "${series[@]}"; do
+	vmlinux=""
+	if ((!refresh)) && vmlinux="$(cached "$s")"; then
+		log "$s: cached $vmlinux"
+	else
+		vmlinux="$(fetch "$s")"
+	fi
+	echo "$s $vmlinux"
+done
