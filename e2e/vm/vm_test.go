@@ -10,7 +10,10 @@ import (
 // need from a node, one step after the other, and exits 3 after the last, so the host
 // also sees that exit codes come through. The container is runc's own default spec
 // with three changes: no terminal, the command, and an AppArmor profile that the
-// script loads first and that denies the container one file.
+// script loads first and that denies the container one file. The profile lets the
+// container receive signals from unconfined processes, as docker-default does: runc
+// signals its Go process in the container (SIGURG, the Go runtime's preemption), and
+// logs "permission denied" errors when that is denied.
 const nodeProbe = `set -e
 echo "lsm: $(cat /sys/kernel/security/lsm)"
 
@@ -18,6 +21,7 @@ cat >/tmp/probe.profile <<'EOF'
 abi <abi/3.0>,
 profile podarmor-vm-probe flags=(attach_disconnected) {
   file,
+  signal (receive) peer=unconfined,
   deny /**forbidden r,
 }
 EOF
