@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -175,6 +176,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, qemu, qemuArgs(cfg, initrd)...)
 	cmd.WaitDelay = 5 * time.Second
+	// A test binary killed outright (go test's own timeout, ^C) takes QEMU with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	consoleR, err := cmd.StdoutPipe()
