@@ -29,14 +29,15 @@ func Series() []string { return []string{Series61, Series612} }
 // modulePath identifies the repository root while walking up from the working directory.
 const modulePath = "github.com/podarmor/podarmor"
 
-// Kernels returns the vmlinuz of every series, keyed by series. They come from
+// Kernels returns the kernel image of every series, keyed by series: the vmlinux ELF,
+// with the bzImage (vmlinuz-*) and its config-* beside it. They come from
 // hack/vm-kernels.sh, which downloads Debian's kernel packages once (about 30 s) and then
 // answers from ~/.cache/podarmor/kernels at once; its progress goes to stderr.
 func Kernels(ctx context.Context) (map[string]string, error) {
 	return kernels(ctx, Series()...)
 }
 
-// Kernel returns the vmlinuz of one series, e.g. Series612.
+// Kernel returns the kernel image (vmlinux) of one series, e.g. Series612.
 func Kernel(ctx context.Context, series string) (string, error) {
 	if !slices.Contains(Series(), series) {
 		return "", fmt.Errorf("kernel series %q: not one of %s", series, strings.Join(Series(), ", "))
@@ -64,7 +65,7 @@ func kernels(ctx context.Context, series ...string) (map[string]string, error) {
 	for line := range strings.Lines(stdout.String()) {
 		s, path, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if !ok || !filepath.IsAbs(path) {
-			return nil, fmt.Errorf("hack/vm-kernels.sh printed %q, want \"SERIES /path/to/vmlinuz\"", line)
+			return nil, fmt.Errorf("hack/vm-kernels.sh printed %q, want \"SERIES /path/to/vmlinux\"", line)
 		}
 		paths[s] = path
 	}
