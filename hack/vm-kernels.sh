@@ -38,7 +38,10 @@
 #   PODARMOR_KERNEL_CACHE   cache directory (default .../podarmor/kernels as above)
 #   PODARMOR_DEBIAN_MIRROR, PODARMOR_DEBIAN_SECURITY_MIRROR
 #                           override the mirrors taken from the machine's sources
-set -euo pipefail
+set -eEuo pipefail
+# fetch runs in $(...), and must stop at its first failure too, saying where.
+shopt -s inherit_errexit
+trap 'log "failed (line $LINENO): $BASH_COMMAND"' ERR
 
 all_series=(6.1 6.12)
 
@@ -149,6 +152,11 @@ apt_setup() {
 apt_update() {
 	log "apt-get update ($1, private lists)"
 	apt-get "${apt_opts[@]}" -qq update >&2
+	# apt-get update only warns about a mirror it cannot reach.
+	compgen -G "$apt_lists/*_Packages*" >/dev/null || {
+		log "$1: apt-get update got no package lists; is the mirror in its warnings reachable?"
+		return 1
+	}
 }
 
 # extract_vmlinux writes the kernel ELF inside the bzImage VMLINUZ to OUT. QEMU boots
@@ -162,8 +170,8 @@ extract_vmlinux() {
 	setup_sects="$(od -An -tu1 -j $((0x1f1)) -N1 "$vmlinuz" | tr -d ' ')"
 	read -r offset length < <(od -An -tu4 -j $((0x248)) -N8 "$vmlinuz")
 	start=$(((setup_sects + 1) * 512 + offset))
-	size="$(tail -c +$((start + length - 3)) "$vmlinuz" | head -c 4 | od -An -tu4 | tr -d ' ')"
-	magic="$(tail -c +$((start + 1)) "$vmlinuz" | head -c 4 | od -An -tx1 | tr -d ' ')"
+	size="$(od -An -tu4 -j $((start + length - 4)) -N4 "$vmlinuz" | tr -d ' ')"
+	magic="$(od -An -tx1 -j "$start" -N4 "$vmlinuz" | tr -d ' ')"
 	local decompress
 	case "$magic" in
 	fd377a58) decompress=(xz -dc) ;;
@@ -174,8 +182,9 @@ extract_vmlinux() {
 		return 1
 		;;
 	esac
-	tail -c +$((start + 1)) "$vmlinuz" | head -c $((length - 4)) | "${decompress[@]}" >"$out"
-	[[ "$(stat -c %s "$out")" == "$size" && "$(head -c 4 "$out" | od -An -tx1 | tr -d ' ')" == 7f454c46 ]] || {
+	dd if="$vmlinuz" iflag=skip_bytes,count_bytes skip="$start" count=$((length - 4)) bs=1M status=none |
+		"${decompress[@]}" >"$out"
+	[[ "$(stat -c %s "$out")" == "$size" && "$(od -An -tx1 -N4 "$out" | tr -d ' ')" == 7f454c46 ]] || {
 		log "$vmlinuz: the extracted kernel is not the ELF of $size bytes the header announces"
 		return 1
 	}
