@@ -251,6 +251,24 @@ int BPF_PROG(move_mount, const struct path *from_path, const struct path *to_pat
 	return mount_decide(x.id, x.bi, x.mb, x.c, PA_MOUNT_MOUNT, 1U << PA_MF_MOVE);
 }
 
+/* sb_remount is reached by mount(2)'s remounts (which sb_mount decided already, with
+ * their target) and by the new mount API's reconfigure. It sees the superblock only: rules
+ * naming sources or targets do not apply here. */
+SEC("lsm/sb_remount")
+int BPF_PROG(sb_remount, struct super_block *sb, void *mnt_opts)
+{
+	struct mount_ctx x;
+	if (!mount_start(&x, PA_MOUNT_MOUNT))
+		return 0;
+	mount_fs(x.c, x.mb, x.bi, BPF_CORE_READ(sb, s_type, name));
+	mount_flags(x.c, x.mb, 1U << PA_MF_REMOUNT);
+	__builtin_memcpy(&x.c->t, &x.mb->no_source, sizeof(x.c->t));
+	mask_and(&x.c->m, &x.c->t);
+	__builtin_memcpy(&x.c->t, &x.mb->no_target, sizeof(x.c->t));
+	mask_and(&x.c->m, &x.c->t);
+	return mount_decide(x.id, x.bi, x.mb, x.c, PA_MOUNT_MOUNT, 1U << PA_MF_REMOUNT);
+}
+
 SEC("lsm/sb_umount")
 int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags)
 {

@@ -192,4 +192,41 @@ int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 	return egress(sock, addr, PA_HOOK_SENDMSG);
 }
 
+/* Connecting to a unix socket bound to a path is reaching the file: the peer's bound path
+ * (resolved from the socket, not from the address the caller passed) is checked for
+ * write, as AppArmor does. Abstract and unbound sockets have no path. */
+static __always_inline int unix_peer(struct sock *other)
+{
+	struct identity *id = current_identity();
+	if (!id)
+		return 0;
+	__u32 bi;
+	struct profile_body *b = body_of(id->profile, &bi);
+	if (!b || !b->dfa_states)
+		return 0;
+	struct unix_sock *u = (void *)other;
+	struct dentry *d = BPF_CORE_READ(u, path.dentry);
+	struct vfsmount *m = BPF_CORE_READ(u, path.mnt);
+	if (!d || !m)
+		return 0;
+	__u64 seq;
+	struct scratch *s = take_scratch(&seq);
+	if (!s)
+		return -EPERM;
+	return decide_path(id, bi, b, s, seq, walk_path(s, m, d, 0), 1U << PA_WRITE,
+			   PA_HOOK_CONNECT);
+}
+
+SEC("lsm/unix_stream_connect")
+int BPF_PROG(unix_stream_connect, struct sock *sock, struct sock *other, struct sock *newsk)
+{
+	return unix_peer(other);
+}
+
+SEC("lsm/unix_may_send")
+int BPF_PROG(unix_may_send, struct socket *sock, struct socket *other)
+{
+	return unix_peer(BPF_CORE_READ(other, sk));
+}
+
 #endif

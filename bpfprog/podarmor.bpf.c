@@ -76,6 +76,34 @@ int BPF_PROG(file_open, struct file *file)
 	return decide_path(id, bi, b, s, seq, resolve(s, &file->f_path), want, PA_HOOK_FILE_OPEN);
 }
 
+/* A descriptor passed in over a unix socket was opened elsewhere, perhaps outside the
+ * sandbox: it is checked as if the sandbox had opened it. */
+SEC("lsm.s/file_receive")
+int BPF_PROG(file_receive, struct file *file)
+{
+	struct identity *id = current_identity();
+	if (!id)
+		return 0;
+	__u32 bi;
+	struct profile_body *b = body_of(id->profile, &bi);
+	if (!b || !b->dfa_states)
+		return 0;
+	__u32 mode = BPF_CORE_READ(file, f_mode);
+	__u32 flags = BPF_CORE_READ(file, f_flags);
+	__u32 want = 0;
+	if (mode & FMODE_READ)
+		want |= 1U << PA_READ;
+	if (mode & FMODE_WRITE)
+		want |= flags & O_APPEND ? (1U << PA_APPEND) | (1U << PA_WRITE) : 1U << PA_WRITE;
+	if (!want)
+		return 0;
+	__u64 seq;
+	struct scratch *s = take_scratch(&seq);
+	if (!s)
+		return -EPERM;
+	return decide_path(id, bi, b, s, seq, resolve(s, &file->f_path), want, PA_HOOK_FILE_OPEN);
+}
+
 /* path_op decides a path_* hook on the entry d in dir. The path_* hooks are not sleepable
  * on Linux 6.1, so they resolve with walk_path instead of bpf_d_path. */
 static __always_inline int path_op(const struct path *dir, struct dentry *d, __u32 want)

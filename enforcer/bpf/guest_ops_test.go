@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -72,12 +73,208 @@ func operate(a []string) error {
 			return err
 		}
 		return f.Close()
-	case "create":
+	case "create": // creates and removes again, so that it can be tried twice
 		f, err := os.OpenFile(a[1], os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if err != nil {
 			return err
 		}
+		f.Close()
+		return os.Remove(a[1])
+	case "read-head":
+		f, err := os.Open(a[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = f.Read(make([]byte, 16))
+		return err
+	case "mknod": // a character device, removed again
+		if err := unix.Mknod(a[1], unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+			return err
+		}
+		return os.Remove(a[1])
+	case "pivot-root":
+		return unix.PivotRoot(a[1], a[2])
+	case "open-by-handle":
+		h, mnt, err := unix.NameToHandleAt(unix.AT_FDCWD, a[1], 0)
+		if err != nil {
+			return fmt.Errorf("name_to_handle_at (not the operation tried): %w", err)
+		}
+		_ = mnt
+		root, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(root)
+		fd, err := unix.OpenByHandleAt(root, h, unix.O_RDONLY)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	case "chmod-sgid": // without CAP_FSETID the kernel drops the bit instead of failing
+		if err := unix.Chmod(a[1], 0o2755); err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(a[1], &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_ISGID == 0 {
+			return fmt.Errorf("%w (the kernel cleared set-group-ID)", syscall.EPERM)
+		}
+		return nil
+	case "kill-uid1":
+		pid, err := os.ReadFile("/cat/uid1.pid")
+		if err != nil {
+			return err
+		}
+		return unix.Kill(atoi(string(pid)), 0)
+	case "ptrace-read-uid1":
+		pid, err := os.ReadFile("/cat/uid1.pid")
+		if err != nil {
+			return err
+		}
+		return operate([]string{"ptrace-read", string(pid)})
+	case "setgid":
+		return syscall.Setgid(atoi(a[1]))
+	case "setuid":
+		return syscall.Setuid(atoi(a[1]))
+	case "capbset-drop":
+		return unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(atoi(a[1])), 0, 0, 0)
+	case "listen": // a refused privileged port is EACCES
+		l, err := net.Listen("tcp", a[1])
+		if err != nil {
+			var op *net.OpError
+			if errors.As(err, &op) {
+				err = op.Err
+			}
+			if errors.Is(err, syscall.EACCES) {
+				return fmt.Errorf("%w (EACCES from bind)", syscall.EPERM)
+			}
+			return err
+		}
+		return l.Close()
+	case "write-dac": // opening a read-only file for writing: root needs DAC_OVERRIDE
+		f, err := os.OpenFile(a[1], os.O_WRONLY, 0)
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("%w (EACCES from open)", syscall.EPERM)
+		}
+		if err != nil {
+			return err
+		}
 		return f.Close()
+	case "ifflags-lo": // setting lo's flags to what they are needs CAP_NET_ADMIN
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return err
+		}
+		return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	case "shm-create": // run as user 1: a segment it owns and created, mode 0600
+		id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+		if err != nil {
+			return err
+		}
+		fmt.Println(id)
+		return nil
+	case "so-mark":
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, 1)
+	case "mlock-big": // past RLIMIT_MEMLOCK, only CAP_IPC_LOCK lets it through; refused as ENOMEM
+		lim := unix.Rlimit{Cur: 64 << 10, Max: 64 << 10}
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+			return err
+		}
+		b := make([]byte, 1<<20)
+		err := unix.Mlock(b)
+		if errors.Is(err, syscall.ENOMEM) {
+			return fmt.Errorf("%w (ENOMEM from mlock)", syscall.EPERM)
+		}
+		if err == nil {
+			unix.Munlock(b)
+		}
+		return err
+	case "shm-of-uid1": // user 1's segment, mode 0600: only CAP_IPC_OWNER lets root read it
+		id, err := os.ReadFile("/cat/uid1.shm")
+		if err != nil {
+			return err
+		}
+		var ds unix.SysvShmDesc
+		_, err = unix.SysvShmCtl(atoi(strings.TrimSpace(string(id))), unix.IPC_STAT, &ds)
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("%w (EACCES from shmctl)", syscall.EPERM)
+		}
+		return err
+	case "delete-module":
+		return unix.DeleteModule(a[1], unix.O_NONBLOCK)
+	case "ioperm":
+		return unix.Ioperm(0x80, 1, 1)
+	case "chroot":
+		return syscall.Chroot(a[1])
+	case "acct-off":
+		_, _, errno := syscall.Syscall(unix.SYS_ACCT, 0, 0, 0)
+		if errno != 0 {
+			return errno
+		}
+		return nil
+	case "sethostname":
+		name, err := os.Hostname()
+		if err != nil {
+			return err
+		}
+		return unix.Sethostname([]byte(name))
+	case "cad-off":
+		return unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	case "nice": // a refused lower nice value is EACCES
+		err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, atoi(a[1]))
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("%w (EACCES from setpriority)", syscall.EPERM)
+		}
+		return err
+	case "raise-nofile":
+		var r unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+			return err
+		}
+		r.Max++
+		return unix.Setrlimit(unix.RLIMIT_NOFILE, &r)
+	case "settime":
+		var tv unix.Timeval
+		if err := unix.Gettimeofday(&tv); err != nil {
+			return err
+		}
+		return unix.Settimeofday(&tv)
+	case "vhangup":
+		_, _, errno := syscall.Syscall(unix.SYS_VHANGUP, 0, 0, 0)
+		if errno != 0 {
+			return errno
+		}
+		return nil
+	case "lease": // a lease on another user's file needs CAP_LEASE; refused as EACCES
+		f, err := os.Open(a[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_RDLCK)
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("%w (EACCES from F_SETLEASE)", syscall.EPERM)
+		}
+		if err == nil {
+			unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_UNLCK)
+		}
+		return err
 	case "read-loop": // read-loop PATH N: N reads, counting outcomes; any other error fails
 		var ok, eperm int
 		for range atoi(a[2]) {
@@ -228,6 +425,73 @@ func operate(a []string) error {
 		ip := net.ParseIP(a[1]).To16()
 		copy(sa.Addr[:], ip)
 		return syscall.Connect(fd, sa)
+	case "mount-then-remount":
+		if err := unix.Mount(a[1], a[2], a[1], 0, ""); err != nil {
+			return fmt.Errorf("mount (not the operation tried): %w", err)
+		}
+		return unix.Mount("none", a[2], "", unix.MS_REMOUNT, "")
+	case "recv-fd": // recv-fd SOCKET: receive one descriptor and read from it
+		c, err := net.Dial("unix", a[1])
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		uc := c.(*net.UnixConn)
+		oob := make([]byte, unix.CmsgSpace(4))
+		_, oobn, flags, _, err := uc.ReadMsgUnix(make([]byte, 1), oob)
+		if err != nil {
+			return err
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return err
+		}
+		var fds []int
+		for _, m := range msgs {
+			if got, err := unix.ParseUnixRights(&m); err == nil {
+				fds = append(fds, got...)
+			}
+		}
+		if len(fds) == 0 {
+			if flags&unix.MSG_CTRUNC != 0 {
+				// the kernel refused to install the descriptor (file_receive)
+				return fmt.Errorf("%w (descriptor not received)", syscall.EPERM)
+			}
+			return fmt.Errorf("no descriptor received")
+		}
+		f := os.NewFile(uintptr(fds[0]), "received")
+		defer f.Close()
+		_, err = f.Read(make([]byte, 1))
+		return err
+	case "chroot-check": // chroot-check ROOT PATH...: per path, "open chmod" outcomes
+		if err := syscall.Chroot(a[1]); err != nil {
+			return err
+		}
+		if err := os.Chdir("/"); err != nil {
+			return err
+		}
+		word := func(err error) string {
+			switch {
+			case err == nil:
+				return "ok"
+			case errors.Is(err, syscall.EPERM):
+				return "EPERM"
+			}
+			return err.Error()
+		}
+		for _, p := range a[2:] {
+			fd, err := syscall.Open(p, syscall.O_RDONLY, 0)
+			if err == nil {
+				syscall.Close(fd)
+			}
+			var st syscall.Stat_t
+			cerr := syscall.Stat(p, &st)
+			if cerr == nil {
+				cerr = syscall.Chmod(p, st.Mode&0o7777)
+			}
+			fmt.Println(word(err), word(cerr))
+		}
+		return nil
 	}
 	return fmt.Errorf("unknown helper operation %q", a[0])
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/podarmor/podarmor/enforcer/tables"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
@@ -79,6 +81,12 @@ func TestFileRules(t *testing.T) {
 		allowed(t, "host "+op[0], onHost(t, op...))
 		allowed(t, "other profile "+op[0], inSandbox(t, e, other, op...))
 	}
+	denied(t, "receive a descriptor of a guarded file", withFDServer(t, "/secret/a", func(sock string) outcome {
+		return inSandbox(t, e, prof, "recv-fd", sock)
+	}))
+	allowed(t, "receive a descriptor of an open file", withFDServer(t, "/open/o.txt", func(sock string) outcome {
+		return inSandbox(t, e, prof, "recv-fd", sock)
+	}))
 	allowed(t, "read an open file", inSandbox(t, e, prof, "read", "/open/o.txt"))
 	allowed(t, "read the guarded file", inSandbox(t, e, prof, "read", "/guard/w.txt"))
 }
@@ -229,6 +237,8 @@ func TestMountRules(t *testing.T) {
 			Mount: &ruleset.Mount{Operations: []v1alpha1.MountOperation{v1alpha1.MountMount}, Flags: []v1alpha1.MountFlag{"bind"}, Targets: []string{"/mnt/guard/**"}}},
 		ruleset.Rule{ID: "custom/no-umount-tmpfs", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindMount,
 			Mount: &ruleset.Mount{Operations: []v1alpha1.MountOperation{v1alpha1.MountUmount}, FSTypes: []string{"tmpfs"}}},
+		ruleset.Rule{ID: "custom/no-remount-tmpfs", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindMount,
+			Mount: &ruleset.Mount{Operations: []v1alpha1.MountOperation{v1alpha1.MountMount}, FSTypes: []string{"tmpfs"}, Flags: []v1alpha1.MountFlag{"remount"}}},
 	)
 	if err := e.SetProfile(p); err != nil {
 		t.Fatal(err)
@@ -238,6 +248,8 @@ func TestMountRules(t *testing.T) {
 	denied(t, "bind onto a guarded target", inSandbox(t, e, "mounts", "bind", "/mnt/free", "/mnt/guard/in"))
 	allowed(t, "bind elsewhere", inSandbox(t, e, "mounts", "bind", "/mnt/free", "/mnt/t"))
 	denied(t, "umount tmpfs", inSandbox(t, e, "mounts", "mount-then-umount", "tmpfs", "/mnt/t"))
+	// sb_mount sees no fs type on a remount; sb_remount sees the superblock's
+	denied(t, "remount tmpfs", inSandbox(t, e, "mounts", "mount-then-remount", "tmpfs", "/mnt/t"))
 	allowed(t, "unconfined mount proc", inSandbox(t, e, "", "mount", "proc", "/mnt/p", "proc"))
 }
 
@@ -398,4 +410,30 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	denied(t, "read after the new enforcer rewrote the profile", inSandbox(t, e, "killed", "read", "/killed/f"))
+}
+
+// withFDServer serves one descriptor of path, opened here outside any sandbox, on a unix
+// socket, and runs client with the socket's path.
+func withFDServer(t *testing.T, path string, client func(sock string) outcome) outcome {
+	t.Helper()
+	sock := fmt.Sprintf("/tmp/fd-%d.sock", time.Now().UnixNano())
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		f, err := os.Open(path)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		c.(*net.UnixConn).WriteMsgUnix([]byte{0}, unix.UnixRights(int(f.Fd())), nil)
+	}()
+	return client(sock)
 }

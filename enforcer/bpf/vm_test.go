@@ -1,0 +1,29 @@
+//go:build !vmguest
+
+package bpf
+
+import (
+	"testing"
+	"time"
+
+	"github.com/podarmor/podarmor/e2e/vm"
+)
+
+// TestInVM runs this package's guest tests (files tagged vmguest) inside a VM on each
+// kernel series: loading BPF LSM programs needs a kernel with BPF in its LSM list, which
+// the host's is not. The binary is static (libbpf through cgo, see hack/libbpf.sh).
+func TestInVM(t *testing.T) {
+	vm.Require(t)
+	bin := vm.BuildGoTest(t, vm.GoTest{
+		Package:  ".",
+		Tags:     []string{"netgo", "osusergo"},
+		BuildEnv: []string{"CGO_ENABLED=1"},
+		LDFlags:  "-extldflags -static",
+	})
+	for _, series := range vm.Series() {
+		t.Run(series, func(t *testing.T) {
+			t.Parallel()
+			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 10 * time.Minute, MemoryMiB: 2048})
+		})
+	}
+}
