@@ -9,11 +9,12 @@ import (
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 )
 
-// Apply edits the pod so that it carries the plan. It is idempotent: applying a plan to
-// a pod that carries it changes nothing, which makes webhook reinvocation safe.
+// Apply edits the pod so that it carries the plan, and seals it (AnnotationSeal). It is
+// idempotent: applying a plan to a pod that carries it changes nothing, which makes
+// webhook reinvocation safe.
 func Apply(pod *corev1.Pod, plan *Plan, appArmorField, ephemeralOnly bool) error {
 	if plan.Reject != "" {
-		return nil // the validating webhook refuses the pod; leave it as it came
+		return nil // the webhooks refuse the pod; leave it as it came
 	}
 	if len(plan.Decisions) > 0 && !ephemeralOnly {
 		d, err := decisionsJSON(plan.Decisions)
@@ -23,6 +24,9 @@ func Apply(pod *corev1.Pod, plan *Plan, appArmorField, ephemeralOnly bool) error
 		setAnnotation(pod, v1alpha1.AnnotationDecisions, d)
 	}
 	if plan.OptedOut {
+		if !ephemeralOnly {
+			unseal(pod)
+		}
 		return nil
 	}
 	if !ephemeralOnly {
@@ -56,6 +60,9 @@ func Apply(pod *corev1.Pod, plan *Plan, appArmorField, ephemeralOnly bool) error
 		if cp.Seccomp != nil {
 			securityContext(c).SeccompProfile = cp.Seccomp.DeepCopy()
 		}
+	}
+	if !ephemeralOnly { // annotations cannot change through the subresource
+		seal(pod)
 	}
 	return nil
 }

@@ -1,9 +1,10 @@
 // Package admission decides what a pod of an opted-in namespace must carry: the
 // podarmor.io/profile label, and per container the AppArmor and seccomp profiles of the
-// policy that applies to it. The mutating webhook applies that plan to the pod; the
-// validating webhook, which runs after every mutating webhook, refuses a pod that does
-// not carry it, so that no pod enters an opted-in namespace unprotected, whatever other
-// webhooks did to it and however the plan says it must be refused.
+// policy that applies to it. The mutating webhook applies that plan to the pod, or
+// refuses the pod with the plan's reason, and seals what it did (Seal). The validating
+// webhook, which runs after every mutating webhook, refuses a pod that does not carry the
+// plan, so that no pod enters an opted-in namespace unprotected, whatever other webhooks
+// did to it; the API server skips it for a pod whose confinement still matches its seal.
 package admission
 
 import (
@@ -44,6 +45,9 @@ const (
 	OutcomeRejectedMismatch  Outcome = "rejected-profile-mismatch"
 	OutcomeAppArmorNotStored Outcome = "apparmor-annotation-not-settable"
 	OutcomeConflict          Outcome = "policy-conflict"
+	// OutcomeRejectedUnconfined: the pod lost what podarmor gave it before it was
+	// stored (another webhook or admission policy changed it), and was refused.
+	OutcomeRejectedUnconfined Outcome = "rejected-unconfined"
 )
 
 // Outcomes lists every Outcome, for metrics that must know their label values.
@@ -51,7 +55,7 @@ var Outcomes = []Outcome{
 	OutcomeConfined, OutcomeOptedOut, OutcomeOptOutRefused, OutcomeKeptOwnAppArmor,
 	OutcomeKeptOwnSeccomp, OutcomeOverrodeAppArmor, OutcomeOverrodeSeccomp, OutcomeBPFOnly,
 	OutcomeRejectedNotReady, OutcomeRejectedNoPolicy, OutcomeRejectedMismatch,
-	OutcomeAppArmorNotStored, OutcomeConflict,
+	OutcomeAppArmorNotStored, OutcomeConflict, OutcomeRejectedUnconfined,
 }
 
 // Plan is what a pod must carry.

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/webhook/admission"
 	"github.com/podarmor/podarmor/webhook/server"
 )
 
@@ -90,6 +91,44 @@ func podRules() []admissionregistrationv1.RuleWithOperations {
 	}
 }
 
+// NotSealedCondition names the matchCondition of the validating pod webhook.
+const NotSealedCondition = "not-sealed-by-podarmor"
+
+// SealExpression is admission.Seal in CEL, over the pod the API server is about to
+// store: a list of entries, each a list of fields. The pod's entry comes first, then one
+// per init, regular and ephemeral container.
+var SealExpression = `[[
+    string(object.metadata.?labels[?'` + v1alpha1.LabelProfile + `'].orValue('')),
+    string(object.spec.?securityContext.?seccompProfile.?type.orValue('')),
+    string(object.spec.?securityContext.?seccompProfile.?localhostProfile.orValue('')),
+    string(object.spec.?securityContext.?appArmorProfile.?type.orValue('')),
+    string(object.spec.?securityContext.?appArmorProfile.?localhostProfile.orValue(''))
+  ]] +
+  object.spec.?initContainers.orValue([]).map(c, ` + sealContainer("i") + `) +
+  object.spec.containers.map(c, ` + sealContainer("c") + `) +
+  object.spec.?ephemeralContainers.orValue([]).map(c, ` + sealContainer("e") + `)`
+
+// sealContainer is the entry of container c; CEL sees the pod untyped, and list
+// literals must be of one type, hence the string() around each field.
+func sealContainer(kind string) string {
+	return `['` + kind + `', string(c.name),
+    string(c.?securityContext.?seccompProfile.?type.orValue('')),
+    string(c.?securityContext.?seccompProfile.?localhostProfile.orValue('')),
+    string(c.?securityContext.?appArmorProfile.?type.orValue('')),
+    string(c.?securityContext.?appArmorProfile.?localhostProfile.orValue('')),
+    c.?securityContext.?appArmorProfile.hasValue() ? '' :
+      string(object.metadata.?annotations[?('` + admission.AppArmorAnnotationPrefix + `' + c.name)].orValue(''))]`
+}
+
+// NotSealedExpression is true unless the pod carries a seal (admission.AnnotationSeal)
+// that agrees with its confinement: only then is the validating pod webhook skipped. A
+// debug container always gets the full check: annotations of a running pod can change
+// without podarmor seeing it, so its seal is only trusted at creation, where the mutating
+// webhook has just written it.
+var NotSealedExpression = `(has(request.subResource) && request.subResource == 'ephemeralcontainers') ||
+  object.metadata.?annotations[?'` + admission.AnnotationSeal + `'].orValue('').split(';').map(e, e.split('|')) !=
+  ` + SealExpression
+
 // Configurations returns both webhook configurations. Failure policy is Fail: when the
 // webhook cannot answer, pods in opted-in namespaces are refused rather than admitted
 // unprotected; everything else never reaches it.
@@ -127,11 +166,16 @@ func Configurations(o Options) (*admissionregistrationv1.MutatingWebhookConfigur
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{
 			{
 				// Runs after every mutating webhook: refuses a pod that does not carry what
-				// its policy asks for, whatever happened to it on the way.
-				Name:                    "pods.podarmor.io",
-				ClientConfig:            o.client(server.PathValidatePods),
-				Rules:                   podRules(),
-				NamespaceSelector:       o.namespaces(),
+				// its policy asks for, whatever happened to it on the way. The API server
+				// calls it only when the pod's confinement is not exactly as the mutating
+				// webhook sealed it; docs/webhook.md says why that keeps every guarantee.
+				Name:              "pods.podarmor.io",
+				ClientConfig:      o.client(server.PathValidatePods),
+				Rules:             podRules(),
+				NamespaceSelector: o.namespaces(),
+				MatchConditions: []admissionregistrationv1.MatchCondition{{
+					Name: NotSealedCondition, Expression: NotSealedExpression,
+				}},
 				FailurePolicy:           &fail,
 				MatchPolicy:             &equivalent,
 				SideEffects:             &none,

@@ -1,6 +1,10 @@
 // Package server is the HTTP side of podarmor-webhook: kubewebhook handlers for the pod
 // mutating and validating webhooks and the policy validating webhook, and the health
 // endpoints. The decisions themselves are in webhook/admission and policies/validation.
+//
+// The pod mutating webhook is on every pod create of an opted-in namespace, so it is
+// kept lean: the pod is decoded once, and the patch covers only the fields podarmor
+// edits (podPatch) instead of diffing whole objects.
 package server
 
 import (
@@ -17,13 +21,13 @@ import (
 
 	kwhhttp "github.com/slok/kubewebhook/v2/pkg/http"
 	"github.com/slok/kubewebhook/v2/pkg/model"
-	"github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
 	"github.com/slok/kubewebhook/v2/pkg/webhook/validating"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile"
@@ -109,12 +113,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	s := &server{cfg}
 	log := slogger{l: cfg.Logger}
-	mutate, err := mutating.NewWebhook(mutating.WebhookConfig{
-		ID: "mutate-pods", Obj: &corev1.Pod{}, Logger: log, Mutator: mutating.MutatorFunc(s.mutatePod),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mutating webhook: %w", err)
-	}
+	mutate := podMutator{s}
 	validatePods, err := validating.NewWebhook(validating.WebhookConfig{
 		ID: "validate-pods", Obj: &corev1.Pod{}, Logger: log, Validator: validating.ValidatorFunc(s.validatePod),
 	})
@@ -171,25 +170,27 @@ func subResource(ar *model.AdmissionReview) string {
 	return ""
 }
 
-// mutatePod applies the plan. A plan that refuses the pod leaves it unchanged: the
-// validating webhook refuses it with the plan's reason. An error fails the review, and
-// with failurePolicy Fail the API server refuses the pod.
-func (s *server) mutatePod(ctx context.Context, ar *model.AdmissionReview, obj metav1.Object) (res *mutating.MutatorResult, err error) {
-	defer func() {
-		result := "mutated"
-		switch {
-		case err != nil:
-			result = "error"
-		case res.MutatedObject == nil:
-			result = "unchanged"
-		}
-		s.Metrics.Decision("mutate-pods", string(ar.Operation), result)
-	}()
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return nil, fmt.Errorf("not a pod: %T", obj)
+// podMutator is the pod mutating webhook. It is a kubewebhook webhook of its own rather
+// than kubewebhook's mutating webhook, which can neither refuse a pod nor patch less
+// than the whole object (see podPatch).
+type podMutator struct{ s *server }
+
+func (podMutator) ID() string              { return "mutate-pods" }
+func (podMutator) Kind() model.WebhookKind { return model.WebhookKindMutating }
+
+// Review plans the pod and applies the plan, or refuses the pod with the plan's reason.
+// It answers every pod of an opted-in namespace, so the refusal reaches the client here,
+// before any other webhook runs. An error fails the review, and with failurePolicy Fail
+// the API server refuses the pod.
+func (m podMutator) Review(ctx context.Context, ar model.AdmissionReview) (res model.AdmissionResponse, err error) {
+	s := m.s
+	result := "error"
+	defer func() { s.Metrics.Decision("mutate-pods", string(ar.Operation), result) }()
+	pod := &corev1.Pod{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(ar.NewObjectRaw, pod); err != nil {
+		return nil, fmt.Errorf("decode pod: %w", err)
 	}
-	req, err := s.request(ctx, ar, pod)
+	req, err := s.request(ctx, &ar, pod)
 	if err != nil {
 		return nil, err
 	}
@@ -197,16 +198,48 @@ func (s *server) mutatePod(ctx context.Context, ar *model.AdmissionReview, obj m
 	if err != nil {
 		return nil, err
 	}
-	if plan.Reject != "" {
-		return &mutating.MutatorResult{Warnings: plan.Warnings}, nil
+	// Outcomes are counted once per pod: at the first invocation, not when the API
+	// server invokes the webhook again because another one changed the pod after it (the
+	// pod then carries podarmor's seal), nor for dry runs.
+	if !ar.DryRun && (req.EphemeralOnly || pod.Annotations[admission.AnnotationSeal] == "") {
+		s.record(plan, &ar, pod)
 	}
+	if plan.Reject != "" {
+		result = "denied"
+		return &model.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: "podarmor: " + plan.Reject, Warnings: plan.Warnings}, nil
+	}
+	before := pod.DeepCopy()
 	if err := admission.Apply(pod, plan, req.AppArmorField, req.EphemeralOnly); err != nil {
 		return nil, err
 	}
-	return &mutating.MutatorResult{MutatedObject: pod, Warnings: plan.Warnings}, nil
+	ops := podPatch(before, pod)
+	result = "mutated"
+	if len(ops) == 0 {
+		// kubewebhook always sends a patch type, and the API server wants a patch
+		// with it: an empty one.
+		result, ops = "unchanged", []operation{}
+	}
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return nil, fmt.Errorf("encode patch: %w", err)
+	}
+	return &model.MutatingAdmissionResponse{ID: ar.ID, JSONPatchPatch: patch, Warnings: plan.Warnings}, nil
 }
 
-// validatePod refuses a pod that does not carry what its policy asks for.
+// record counts a plan's outcomes and reports a conflict between policies.
+func (s *server) record(plan *admission.Plan, ar *model.AdmissionReview, pod *corev1.Pod) {
+	for _, o := range plan.Outcomes {
+		s.Metrics.Outcome(o)
+	}
+	if len(plan.Choice.Conflicts) > 0 {
+		s.Conflicts.Report(plan.Choice, ar.Namespace+"/"+podName(ar, pod))
+	}
+}
+
+// validatePod refuses a pod that does not carry what its policy asks for. The API
+// server calls it only for a pod whose confinement differs from the seal the mutating
+// webhook wrote (see webhook/registration): another webhook or policy changed the pod
+// after podarmor, or added a debug container.
 func (s *server) validatePod(ctx context.Context, ar *model.AdmissionReview, obj metav1.Object) (res *validating.ValidatorResult, err error) {
 	defer func() { s.Metrics.Decision("validate-pods", string(ar.Operation), verdict(res, err)) }()
 	pod, ok := obj.(*corev1.Pod)
@@ -221,15 +254,18 @@ func (s *server) validatePod(ctx context.Context, ar *model.AdmissionReview, obj
 	if err != nil {
 		return deny("podarmor cannot confine this pod: %v", err), nil
 	}
-	if !ar.DryRun {
-		for _, o := range plan.Outcomes {
-			s.Metrics.Outcome(o)
+	if plan.Reject != "" {
+		// The mutating webhook refuses such a pod first, unless the pod or the
+		// policies changed since.
+		if !ar.DryRun {
+			s.record(plan, ar, pod)
 		}
-		if len(plan.Choice.Conflicts) > 0 {
-			s.Conflicts.Report(plan.Choice, ar.Namespace+"/"+podName(ar, pod))
-		}
+		return deny("podarmor: %s", plan.Reject), nil
 	}
 	if err := admission.Check(pod, plan, req.AppArmorField, req.EphemeralOnly); err != nil {
+		if !ar.DryRun {
+			s.Metrics.Outcome(admission.OutcomeRejectedUnconfined)
+		}
 		return deny("podarmor: %v", err), nil
 	}
 	return &validating.ValidatorResult{Valid: true}, nil
@@ -317,21 +353,19 @@ func (s *server) measure(path string, next http.Handler) http.Handler {
 // limit (3 MiB) plus room for the old object of an update.
 const MaxReviewBytes = 8 << 20
 
-// guard answers 400 to a body that is not an AdmissionReview with a request, before
-// kubewebhook sees it (kubewebhook dereferences the request without checking), and turns
-// a panic anywhere below into a 500 instead of a dead connection.
+// guard reads the body (413 over MaxReviewBytes) and turns a panic anywhere below into
+// an answer instead of a dead connection: 400 when the body is no AdmissionReview with a
+// request, 500 otherwise. kubewebhook answers 400 to a body that is not JSON or not an
+// AdmissionReview, but dereferences a missing request; that is the panic this catches.
+// The body is parsed here only after a panic: parsing every review up front cost a
+// quarter of the handler's time.
 func guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if p := recover(); p != nil {
-				http.Error(w, fmt.Sprintf("internal error: %v", p), http.StatusInternalServerError)
-			}
-		}()
 		if r.Method != http.MethodPost {
 			http.Error(w, "admission reviews are POSTed", http.StatusMethodNotAllowed)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, MaxReviewBytes+1))
+		body, err := readBody(r)
 		if err != nil {
 			http.Error(w, fmt.Sprintf("read body: %v", err), http.StatusBadRequest)
 			return
@@ -340,26 +374,47 @@ func guard(next http.Handler) http.Handler {
 			http.Error(w, fmt.Sprintf("body over %d bytes", MaxReviewBytes), http.StatusRequestEntityTooLarge)
 			return
 		}
-		var head struct {
-			APIVersion string          `json:"apiVersion"`
-			Kind       string          `json:"kind"`
-			Request    json.RawMessage `json:"request"`
-		}
-		if err := json.Unmarshal(body, &head); err != nil {
-			http.Error(w, fmt.Sprintf("not a JSON AdmissionReview: %v", err), http.StatusBadRequest)
-			return
-		}
-		if head.Kind != "AdmissionReview" || (head.APIVersion != "admission.k8s.io/v1" && head.APIVersion != "admission.k8s.io/v1beta1") {
-			http.Error(w, fmt.Sprintf("want an admission.k8s.io/v1 AdmissionReview, got %s %s", head.APIVersion, head.Kind), http.StatusBadRequest)
-			return
-		}
-		if len(head.Request) == 0 || string(head.Request) == "null" {
-			http.Error(w, "AdmissionReview without a request", http.StatusBadRequest)
-			return
-		}
+		defer func() {
+			if p := recover(); p != nil {
+				if msg := malformed(body); msg != "" {
+					http.Error(w, msg, http.StatusBadRequest)
+					return
+				}
+				http.Error(w, fmt.Sprintf("internal error: %v", p), http.StatusInternalServerError)
+			}
+		}()
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
 	})
+}
+
+// readBody reads up to MaxReviewBytes+1 bytes of the body into one buffer of the
+// announced length.
+func readBody(r *http.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= MaxReviewBytes {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, MaxReviewBytes+1))
+	return buf.Bytes(), err
+}
+
+// malformed says why body is not an AdmissionReview with a request, or "" if it is one.
+func malformed(body []byte) string {
+	var head struct {
+		APIVersion string           `json:"apiVersion"`
+		Kind       string           `json:"kind"`
+		Request    *json.RawMessage `json:"request"`
+	}
+	switch err := json.Unmarshal(body, &head); {
+	case err != nil:
+		return fmt.Sprintf("not a JSON AdmissionReview: %v", err)
+	case head.Kind != "AdmissionReview" || (head.APIVersion != "admission.k8s.io/v1" && head.APIVersion != "admission.k8s.io/v1beta1"):
+		return fmt.Sprintf("want an admission.k8s.io/v1 AdmissionReview, got %s %s", head.APIVersion, head.Kind)
+	case head.Request == nil:
+		return "AdmissionReview without a request"
+	}
+	return ""
 }
 
 type statusRecorder struct {
