@@ -360,12 +360,60 @@ func TestWebhookAdmission(t *testing.T) {
 				}
 			})
 
+			t.Run("a webhook that strips the profiles after podarmor gets the pod refused, one that changes something else does not", func(t *testing.T) {
+				// Both run after podarmor (configurations are called in name order) and
+				// again after podarmor's reinvocation, so the stripper has the last word.
+				strip := e.cp.CreateNamespace(t, map[string]string{v1alpha1.LabelEnable: "true", "e2e.podarmor.io/after": "strip"})
+				touch := e.cp.CreateNamespace(t, map[string]string{v1alpha1.LabelEnable: "true", "e2e.podarmor.io/after": "touch"})
+				e.cp.StartMutatingWebhook(t, framework.MutatingWebhookOptions{
+					Name: "zz-strip-seccomp", NamespaceLabels: map[string]string{"e2e.podarmor.io/after": "strip"}, Reinvoke: true,
+					Mutate: func(p *corev1.Pod) ([]byte, error) {
+						if sc := p.Spec.Containers[0].SecurityContext; sc == nil || sc.SeccompProfile == nil {
+							return nil, nil
+						}
+						return []byte(`[{"op":"remove","path":"/spec/containers/0/securityContext/seccompProfile"}]`), nil
+					},
+				})
+				e.cp.StartMutatingWebhook(t, framework.MutatingWebhookOptions{
+					Name: "zz-touch", NamespaceLabels: map[string]string{"e2e.podarmor.io/after": "touch"}, Reinvoke: true,
+					Mutate: func(p *corev1.Pod) ([]byte, error) {
+						if p.Labels["touched"] != "" {
+							return nil, nil
+						}
+						return []byte(`[{"op":"add","path":"/metadata/labels/touched","value":"yes"}]`), nil
+					},
+				})
+				framework.WaitFor(t, 30*time.Second, "both webhooks to be called", func(ctx context.Context) (bool, error) {
+					_, err := e.dryRun(ctx, testPod(strip.Name, "web"))
+					got, _ := e.dryRun(ctx, testPod(touch.Name, "web"))
+					return err != nil && got != nil && got.Labels["touched"] == "yes", nil
+				})
+
+				_, validated0 := webhookCalls(t, e.wh)
+				pod := e.cp.CreatePod(t, testPod(touch.Name, "web"))
+				if pod.Labels["touched"] != "yes" || pod.Labels[v1alpha1.LabelProfile] != "cap.baseline" || seccompOf(&pod.Spec.Containers[0]) == "" {
+					t.Errorf("pod changed by another webhook: labels %v, securityContext %+v", pod.Labels, pod.Spec.Containers[0].SecurityContext)
+				}
+				if _, validated := webhookCalls(t, e.wh); validated != validated0 {
+					t.Errorf("the validating webhook was called %d times for a pod whose confinement nothing changed", validated-validated0)
+				}
+
+				_, err := e.cp.Clientset.CoreV1().Pods(strip.Name).Create(ctx, testPod(strip.Name, "web"), metav1.CreateOptions{})
+				if err == nil || !strings.Contains(err.Error(), "does not carry the AppArmor and seccomp profiles") {
+					t.Errorf("a pod stripped of its seccomp profile after podarmor: %v", err)
+				}
+				if _, validated := webhookCalls(t, e.wh); validated != validated0+1 {
+					t.Errorf("the validating webhook was called %d times, want once for the stripped pod", validated-validated0)
+				}
+			})
+
 			t.Run("the metrics count what happened", func(t *testing.T) {
 				m := e.wh.Metrics(t)
 				for _, want := range []string{
 					`podarmor_webhook_admission_reviews_total{operation="create",result="mutated",webhook="mutate-pods"}`,
 					`podarmor_webhook_admission_reviews_total{operation="create",result="denied",webhook="validate-policies"}`,
 					`podarmor_webhook_pod_outcomes_total{outcome="kept-own-seccomp"} 1`,
+					`podarmor_webhook_pod_outcomes_total{outcome="rejected-unconfined"} 1`,
 					`podarmor_webhook_request_duration_seconds_bucket{webhook="mutate-pods",le="0.0001"}`,
 				} {
 					if !strings.Contains(m, want) {

@@ -6,7 +6,8 @@
 #   hack/bench.sh webhook    # one group
 #
 # Absolute times depend on the machine; on a shared one quote the ratios measured side by
-# side in one run (the pod-create benchmark alternates its two halves for that reason).
+# side in one run (the pod-create benchmark alternates its namespaces create by create for
+# that reason).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,6 +59,23 @@ type ControlPlane struct {
 	Clientset kubernetes.Interface
 	// Dir holds the control plane's files and its logs etcd.log and kube-apiserver.log.
 	Dir string
+
+	etcd, apiserver *process
+}
+
+// CPUTime returns the CPU time (user and system) etcd and kube-apiserver have used so
+// far, under the keys "etcd" and "kube-apiserver": benchmarks read it before and after
+// what they measure to tell which process the time went to.
+func (cp *ControlPlane) CPUTime() (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for _, p := range []*process{cp.etcd, cp.apiserver} {
+		d, err := p.cpuTime()
+		if err != nil {
+			return nil, err
+		}
+		out[p.name] = d
+	}
+	return out, nil
 }
 
 // Scheme returns a scheme with the built-in Kubernetes types, CRDs and podarmor's types.
@@ -181,6 +199,8 @@ func start(t testing.TB, bin string, opts Options) (_ *ControlPlane, err error) 
 		Client:     c,
 		Clientset:  clientset,
 		Dir:        dir,
+		etcd:       etcd,
+		apiserver:  apiserver,
 	}, nil
 }
 
@@ -215,6 +235,34 @@ func startProcess(argv []string, logPath string) (*process, error) {
 		close(p.exited)
 	}()
 	return p, nil
+}
+
+// clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// cpuTime is the CPU time the process has used so far: user and system time from
+// /proc/PID/stat, in steps of clockTick.
+func (p *process) cpuTime() (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %s: %w", p.name, err)
+	}
+	// The fields after the command name in parentheses, which may hold spaces: state is
+	// the first of them, utime the 12th and stime the 13th (proc(5)).
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("cpu time of %s: short /proc stat %q", p.name, s)
+	}
+	var ticks time.Duration
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("cpu time of %s: %w", p.name, err)
+		}
+		ticks += time.Duration(n)
+	}
+	return ticks * clockTick, nil
 }
 
 // exitError says how a process that exited too early ended, with the end of its log.

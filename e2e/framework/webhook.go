@@ -170,6 +170,11 @@ func (w *Webhook) Stop(t testing.TB) {
 	w.proc.stop(t)
 }
 
+// CPUTime returns the CPU time (user and system) the running webhook process has used.
+func (w *Webhook) CPUTime() (time.Duration, error) {
+	return w.proc.cpuTime()
+}
+
 // Metrics returns the webhook's /metrics text.
 func (w *Webhook) Metrics(t testing.TB) string {
 	t.Helper()
