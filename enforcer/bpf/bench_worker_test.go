@@ -3,17 +3,23 @@
 package bpf
 
 // The worker of the enforcer benchmark: this test binary, started in a sandbox with
-// PODARMOR_BENCH_WORKER set, runs the workloads its arguments name, one after the other,
-// times each by the guest's clock (which counts instructions in a benchmark VM) and
-// prints a line for each and its AppArmor label:
+// PODARMOR_BENCH_WORKER set. It stays for the whole benchmark, so that each sandbox
+// starts once (a Go test binary takes a while to start under emulation): it prints
 //
-//	WORKLOAD ns=ELAPSED ops=N
-//	label=APPARMOR-LABEL
+//	ready label=APPARMOR-LABEL
 //
-// It takes over in init, before the testing framework (whose TestMain is the guest tests'
-// helper dispatch) starts, and before any test state exists.
+// then reads lines of workloads from its standard input, runs each line's workloads one
+// after the other, times each by the guest's clock (which counts instructions in a
+// benchmark VM) and answers
+//
+//	WORKLOAD ns=ELAPSED ops=N     for each
+//	end
+//
+// until its input ends. It takes over in init, before the testing framework (whose
+// TestMain is the guest tests' helper dispatch) starts.
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -34,9 +40,14 @@ func init() {
 	if os.Getenv(benchWorkerEnv) == "" {
 		return
 	}
-	if err := benchWork(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "bench worker:", err)
-		os.Exit(1)
+	fmt.Printf("ready label=%s\n", appArmorLabel())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if err := benchWork(strings.Fields(in.Text())); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("end")
 	}
 	os.Exit(0)
 }
@@ -79,7 +90,6 @@ func benchWork(args []string) error {
 		}
 		fmt.Printf("%s ns=%d ops=%d\n", f[0], elapsed.Nanoseconds(), n)
 	}
-	fmt.Printf("label=%s\n", appArmorLabel())
 	return nil
 }
 

@@ -463,6 +463,43 @@ func operate(a []string) error {
 		defer f.Close()
 		_, err = f.Read(make([]byte, 1))
 		return err
+	case "userns-then": // userns-then OP...: OP in a child in new user and mount namespaces
+		cmd := exec.Command("/proc/self/exe", a[1:]...)
+		cmd.Env = append(os.Environ(), "PODARMOR_HELPER=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+		}
+		out, err := cmd.CombinedOutput()
+		fmt.Print(string(out))
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == 1 {
+			return fmt.Errorf("%w (in the nested namespaces)", syscall.EPERM)
+		}
+		return err
+	case "sleep":
+		time.Sleep(time.Duration(atoi(a[1])) * time.Second)
+		return nil
+	case "read-until": // read-until STOPFILE PATH: read PATH until STOPFILE exists
+		var ok, eperm int
+		for {
+			if _, err := os.Stat(a[1]); err == nil {
+				break
+			}
+			_, err := os.ReadFile(a[2])
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, syscall.EPERM):
+				eperm++
+			default:
+				return err
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		fmt.Printf("ok=%d eperm=%d\n", ok, eperm)
+		return nil
 	case "chroot-check": // chroot-check ROOT PATH...: per path, "open chmod" outcomes
 		if err := syscall.Chroot(a[1]); err != nil {
 			return err

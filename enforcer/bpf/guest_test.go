@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +89,15 @@ func TestFileRules(t *testing.T) {
 		return inSandbox(t, e, prof, "recv-fd", sock)
 	}))
 	allowed(t, "read an open file", inSandbox(t, e, prof, "read", "/open/o.txt"))
+
+	// A profile that lets the container create user namespaces (unlike the runtime
+	// default): the nested namespaces change nothing.
+	if err := e.SetProfile(profileOf("nested", ruleset.Rule{ID: "custom/no-secrets", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindFile,
+		File: &ruleset.File{Paths: []string{"/secret/**"}, Permissions: []v1alpha1.FilePermission{v1alpha1.FileRead}}})); err != nil {
+		t.Fatal(err)
+	}
+	allowed(t, "read an open file in new user and mount namespaces", inSandbox(t, e, "nested", "userns-then", "read", "/open/o.txt"))
+	denied(t, "read in new user and mount namespaces", inSandbox(t, e, "nested", "userns-then", "read", "/secret/a"))
 	allowed(t, "read the guarded file", inSandbox(t, e, prof, "read", "/guard/w.txt"))
 }
 
@@ -349,8 +359,8 @@ func TestRuleUpdateUnderLoad(t *testing.T) {
 }
 
 // TestEnforcementSurvivesSIGKILL kills an enforcer process while a sandbox it registered
-// tries a denied read in a loop: not one read may succeed. A new enforcer then adopts the
-// pinned state: the profile is still there and still enforced.
+// tries a denied read in a loop, then has a new enforcer adopt the pinned state, replace
+// the programs and rewrite the profile while the loop goes on: not one read may succeed.
 func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	write(t, "/killed/f", "x")
 	pinDir := "/sys/fs/bpf/podarmor-killed"
@@ -376,7 +386,7 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 			}
 			close(registered)
 			return func() {}
-		}, "read-loop", "/killed/f", "600")
+		}, "read-until", "/killed/stop", "/killed/f")
 	}()
 	<-registered
 	time.Sleep(300 * time.Millisecond)
@@ -385,15 +395,9 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	}
 	d.Wait()
 	t.Log("enforcer killed with SIGKILL during the loop")
-	o := <-done
-	var ok, eperm int
-	if _, err := fmt.Sscanf(o.out, "ok=%d eperm=%d", &ok, &eperm); err != nil || o.code != 0 {
-		t.Fatalf("read loop: %v", o)
-	}
-	if ok != 0 || eperm != 600 {
-		t.Fatalf("reads after SIGKILL: %d allowed, %d refused; want 0 and 600", ok, eperm)
-	}
 
+	// A new enforcer takes over while the loop goes on: it adopts the pinned profile,
+	// swaps in its own programs and rewrites the profile, with no gap.
 	e, err := Load(Options{PinDir: pinDir})
 	if err != nil {
 		t.Fatalf("a new enforcer on the pinned state: %v", err)
@@ -405,11 +409,21 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	if got := e.Profiles(); len(got) != 1 || got[0] != "killed" {
 		t.Fatalf("adopted profiles = %v, want [killed]", got)
 	}
-	denied(t, "read under the adopted profile", inSandbox(t, e, "killed", "read", "/killed/f"))
 	if err := e.SetProfile(killedProfile()); err != nil {
 		t.Fatal(err)
 	}
-	denied(t, "read after the new enforcer rewrote the profile", inSandbox(t, e, "killed", "read", "/killed/f"))
+	t.Log("a new enforcer adopted the state, replaced the programs and rewrote the profile during the loop")
+	write(t, "/killed/stop", "")
+	o := <-done
+	var ok, eperm int
+	if _, err := fmt.Sscanf(o.out, "ok=%d eperm=%d", &ok, &eperm); err != nil || o.code != 0 {
+		t.Fatalf("read loop: %v", o)
+	}
+	t.Logf("reads during the kill and the takeover: %d allowed, %d refused", ok, eperm)
+	if ok != 0 || eperm == 0 {
+		t.Fatalf("reads: %d allowed, %d refused; want none allowed", ok, eperm)
+	}
+	denied(t, "read in a new sandbox under the new enforcer", inSandbox(t, e, "killed", "read", "/killed/f"))
 }
 
 // withFDServer serves one descriptor of path, opened here outside any sandbox, on a unix
@@ -436,4 +450,59 @@ func withFDServer(t *testing.T, path string, client func(sock string) outcome) o
 		c.(*net.UnixConn).WriteMsgUnix([]byte{0}, unix.UnixRights(int(f.Fd())), nil)
 	}()
 	return client(sock)
+}
+
+// TestPtraceBetweenContainers: two containers of one profile are still two containers;
+// neither may read the other's ptrace-guarded /proc files, while a host agent may.
+func TestPtraceBetweenContainers(t *testing.T) {
+	e := enforcer(t)
+	prof := install(t, e, policy("ptr", ""))
+	started := make(chan int)
+	done := make(chan outcome)
+	go func() {
+		done <- inNamespace(t, func(ns uint32) func() {
+			if err := e.Register(ns, prof, false); err != nil {
+				t.Errorf("register: %v", err)
+			}
+			return func() { e.Unregister(ns) }
+		}, "sleep", "8")
+	}()
+	go func() {
+		// find the sleeping helper: the youngest process with our executable
+		for range 200 {
+			if pid := findHelper(t, "sleep"); pid > 0 {
+				started <- pid
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		started <- 0
+	}()
+	pid := <-started
+	if pid == 0 {
+		t.Fatal("the first container's process did not start")
+	}
+	denied(t, "another container reads its environ", inSandbox(t, e, prof, "ptrace-read", fmt.Sprint(pid)))
+	allowed(t, "a host agent reads its environ", onHost(t, "ptrace-read", fmt.Sprint(pid)))
+	<-done
+}
+
+// findHelper returns the pid of a helper process running operation op, or 0.
+func findHelper(t *testing.T, op string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, en := range entries {
+		var pid int
+		if _, err := fmt.Sscan(en.Name(), &pid); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if len(args) >= 2 && args[0] == self(t) && args[1] == op {
+			return pid
+		}
+	}
+	return 0
 }
