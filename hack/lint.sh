@@ -23,10 +23,14 @@ if [[ -n "$unformatted" ]]; then
 	exit 1
 fi
 
-echo "lint: go vet ./..." >&2
+# Tests that run inside the VM are built with the vmguest tag only: vet and
+# staticcheck see them with it too.
+echo "lint: go vet ./... (and -tags vmguest)" >&2
 go vet ./...
+go vet -tags vmguest ./...
 
-echo "lint: staticcheck ./..." >&2
+echo "lint: staticcheck ./... (and -tags vmguest)" >&2
 "$bin/staticcheck" ./...
+"$bin/staticcheck" -tags vmguest ./...
 
 echo "lint: ok" >&2
