@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/ruleset"
@@ -187,7 +188,13 @@ func (b *builder) finishEgress() error {
 		}
 		ports, err := portTable(rules)
 		if err != nil {
-			return fmt.Errorf("egress rules under %s: %w", p, err)
+			var ids []string
+			for _, r := range rules {
+				if id := b.img.Rules[r.rule]; !slices.Contains(ids, id) {
+					ids = append(ids, id)
+				}
+			}
+			return fmt.Errorf("egress rules under %s (%s): %w", p, strings.Join(ids, ", "), err)
 		}
 		if p.Addr().Is4() {
 			b.img.Egress4 = append(b.img.Egress4, EgressEntry{Prefix: p, Ports: ports})
