@@ -17,8 +17,9 @@ deps: ## install the Debian packages and Go tools the build and tests need
 	hack/tools.sh >/dev/null
 
 .PHONY: build
-build: ## build the binaries into bin/
+build: ## build the binaries into bin/ (podarmor-enforcer static, with libbpf)
 	$(GO) build -o bin/ ./policies/cmd/podarmor
+	hack/build-enforcer.sh bin/
 
 .PHONY: demo
 demo: deps ## show the policy path: the catalog, and a sample policy rendered into its profiles

@@ -1,5 +1,6 @@
 // Package cli implements the podarmor command: the built-in rule catalog, policy
-// validation and profile rendering, all offline. Its main package only calls Run.
+// validation and profile rendering, all offline, and `try`, which runs a command under a
+// policy in a VM (e2e/vm) with the node enforcer. Its main package only calls Run.
 package cli
 
 import (
@@ -75,8 +76,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Short: "podarmor confines Kubernetes containers with BPF LSM, AppArmor and seccomp",
 		Long: `podarmor confines Kubernetes containers with BPF LSM, AppArmor and seccomp.
 
-This command works offline: it lists the built-in rules, validates policies and shows
-the profiles a policy compiles to.`,
+It lists the built-in rules, validates policies and shows the profiles a policy compiles
+to, all offline; try runs a command under a policy in a throwaway VM on a real kernel.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -102,16 +103,4 @@ func readFile(cmd *cobra.Command, name string) ([]document, error) {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
 	return readPolicies(name, data)
-}
-
-func newTry() *cobra.Command {
-	return &cobra.Command{
-		Use:   "try -f POLICY -- CMD [ARGS...]",
-		Short: "run a command in a container confined by a policy inside a throwaway VM (not implemented yet)",
-		// Refuse whatever the arguments are, rather than complain about unknown flags.
-		DisableFlagParsing: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("try is not implemented yet: it needs the VM harness of the BPF enforcer; use `podarmor render` to inspect profiles meanwhile")
-		},
-	}
 }

@@ -160,9 +160,58 @@ func TestRender(t *testing.T) {
 	})
 }
 
-func TestTryIsNotImplemented(t *testing.T) {
-	code, _, stderr := run(t, "try", "-f", "x.yaml", "--", "true")
-	if code == 0 || !strings.Contains(stderr, "not implemented") {
-		t.Errorf("exit %d, stderr %s", code, stderr)
+func TestTryRefusesBadArguments(t *testing.T) {
+	policy := examples + "enhance-protect.yaml"
+	tests := map[string]struct {
+		args []string
+		want string
+	}{
+		"the command must come after --": {
+			args: []string{"try", "-f", policy, "cat", "/etc/hosts"}, want: "put the command after --",
+		},
+		"a policy or --unconfined is needed": {
+			args: []string{"try", "--", "true"}, want: "name a policy file with -f",
+		},
+		"an unknown kernel": {
+			args: []string{"try", "-f", policy, "--kernel", "5.10", "--", "true"}, want: `--kernel "5.10"`,
+		},
+		"a mount needs an absolute destination": {
+			args: []string{"try", "-f", policy, "--mount", "x:y", "--", "true"}, want: `--mount "x:y"`,
+		},
+		"an invalid policy is reported before any VM boots": {
+			args: []string{"try", "-f", examples + "invalid.yaml", "--", "true"}, want: "disallow-teleportation",
+		},
+		"a file of several policies": {
+			args: []string{"try", "-f", writeFile(t, "apiVersion: podarmor.io/v1alpha1\nkind: ClusterArmorPolicy\nmetadata: {name: a}\nspec: {namespaceSelector: {}, target: {selector: {}}, enforcers: [BPF], mode: RuntimeDefault}\n---\napiVersion: podarmor.io/v1alpha1\nkind: ClusterArmorPolicy\nmetadata: {name: b}\nspec: {namespaceSelector: {}, target: {selector: {}}, enforcers: [BPF], mode: RuntimeDefault}\n"), "--", "true"},
+			want: "holds 2 policies; try takes one",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			code, _, stderr := run(t, tc.args...)
+			if code == 0 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, stderr %s", code, stderr)
+			}
+		})
+	}
+}
+
+func TestTryMountFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "tree", "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "tree", "sub", "a"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(dir, "one"), []byte("1"), 0o755)
+	arg, files, _, err := mountFiles(0, filepath.Join(dir, "one")+":/bin/one")
+	if err != nil || arg != "/podarmor/try/mounts/0:/bin/one" || len(files) != 1 || files[0].Path != "/podarmor/try/mounts/0" {
+		t.Errorf("file: %q %+v %v", arg, files, err)
+	}
+	arg, files, dirs, err := mountFiles(1, filepath.Join(dir, "tree")+":/data:ro")
+	if err != nil || arg != "/podarmor/try/mounts/1:/data:ro" || len(files) != 1 || files[0].Path != "/podarmor/try/mounts/1/sub/a" ||
+		len(dirs) != 2 {
+		t.Errorf("directory: %q %+v %v %v", arg, files, dirs, err)
+	}
+	arg, files, _, err = mountFiles(2, "vm:/run/docker.sock:/var/run/docker.sock")
+	if err != nil || arg != "/run/docker.sock:/var/run/docker.sock" || len(files) != 0 {
+		t.Errorf("vm path: %q %+v %v", arg, files, err)
 	}
 }

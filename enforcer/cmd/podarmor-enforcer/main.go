@@ -1,0 +1,421 @@
+// Command podarmor-enforcer is podarmor's node agent. Its subcommands:
+//
+//	podarmor-enforcer oci-hook       the OCI runtime hook (createRuntime, poststop): registers
+//	                                 the container with the enforcer before it runs
+//	podarmor-enforcer standalone     the enforcer without Kubernetes: policies from files,
+//	                                 containers mapped by their podarmor.io/profile annotation
+//	podarmor-enforcer kubernetes     the DaemonSet's enforcer (not implemented yet)
+//	podarmor-enforcer try-guest      the guest side of `podarmor try`, inside its VM
+//
+// Configuration comes from flags, PODARMOR_* environment variables (PODARMOR_SOCKET for
+// --socket, PODARMOR_ON_UNAVAILABLE for --on-unavailable) and an optional file
+// (--config); see docs/enforcer.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/podarmor/podarmor/enforcer/apparmor"
+	"github.com/podarmor/podarmor/enforcer/bpf"
+	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/enforcer/seccomp"
+	"github.com/podarmor/podarmor/enforcer/standalone"
+	"github.com/podarmor/podarmor/enforcer/trial"
+	"github.com/podarmor/podarmor/policies/compile"
+)
+
+// Configuration keys: flag names, and with PODARMOR_ and dashes as underscores, the
+// environment variables.
+const (
+	keyConfig         = "config"
+	keyLogFormat      = "log-format"
+	keyLogLevel       = "log-level"
+	keySocket         = "socket"
+	keyTimeout        = "timeout"
+	keyOnUnavailable  = "on-unavailable"
+	keyUnprotectedDir = "unprotected-dir"
+	keyPolicy         = "policy"
+	keyContainer      = "container"
+	keyEvents         = "events"
+	keyPinDir         = "pin-dir"
+	keySeccompRoot    = "seccomp-root"
+	keyAppArmorDir    = "apparmor-dir"
+	keyAppArmorParser = "apparmor-parser"
+	keyAPIServer      = "apiserver-address"
+	keyClusterCIDRs   = "cluster-cidr"
+	keyUnconfined     = "unconfined"
+	keyPrivileged     = "privileged"
+	keyMount          = "mount"
+	keySetup          = "setup"
+	keyWithout        = "without-enforcer"
+	keyReportPrefix   = "report-prefix"
+	keyVerbose        = "verbose"
+	keyDir            = "dir"
+)
+
+// common is the configuration every subcommand has.
+type common struct {
+	LogFormat string `mapstructure:"log-format"`
+	LogLevel  string `mapstructure:"log-level"`
+}
+
+// hookConfig is oci-hook's.
+type hookConfig struct {
+	common         `mapstructure:",squash"`
+	Socket         string        `mapstructure:"socket"`
+	Timeout        time.Duration `mapstructure:"timeout"`
+	OnUnavailable  string        `mapstructure:"on-unavailable"`
+	UnprotectedDir string        `mapstructure:"unprotected-dir"`
+}
+
+// compileConfig holds the cluster facts policies may need.
+type compileConfig struct {
+	APIServer    []string `mapstructure:"apiserver-address"`
+	ClusterCIDRs []string `mapstructure:"cluster-cidr"`
+}
+
+func (c compileConfig) options() (compile.Options, error) {
+	var o compile.Options
+	for _, s := range c.APIServer {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return o, fmt.Errorf("--%s %q: %w", keyAPIServer, s, err)
+		}
+		o.APIServer = append(o.APIServer, a)
+	}
+	for _, s := range c.ClusterCIDRs {
+		p, err := compile.ParseAddress(s)
+		if err != nil {
+			return o, fmt.Errorf("--%s %q: %w", keyClusterCIDRs, s, err)
+		}
+		o.ClusterCIDRs = append(o.ClusterCIDRs, p)
+	}
+	return o, nil
+}
+
+// standaloneConfig is standalone's.
+type standaloneConfig struct {
+	common         `mapstructure:",squash"`
+	compileConfig  `mapstructure:",squash"`
+	Policies       []string          `mapstructure:"policy"`
+	Socket         string            `mapstructure:"socket"`
+	Timeout        time.Duration     `mapstructure:"timeout"`
+	Containers     map[string]string `mapstructure:"container"`
+	Events         string            `mapstructure:"events"`
+	PinDir         string            `mapstructure:"pin-dir"`
+	SeccompRoot    string            `mapstructure:"seccomp-root"`
+	AppArmorDir    string            `mapstructure:"apparmor-dir"`
+	AppArmorParser string            `mapstructure:"apparmor-parser"`
+	UnprotectedDir string            `mapstructure:"unprotected-dir"`
+}
+
+// tryConfig is try-guest's.
+type tryConfig struct {
+	common          `mapstructure:",squash"`
+	compileConfig   `mapstructure:",squash"`
+	Policy          string   `mapstructure:"policy"`
+	Unconfined      bool     `mapstructure:"unconfined"`
+	Privileged      bool     `mapstructure:"privileged"`
+	Mounts          []string `mapstructure:"mount"`
+	Setup           []string `mapstructure:"setup"`
+	WithoutEnforcer bool     `mapstructure:"without-enforcer"`
+	OnUnavailable   string   `mapstructure:"on-unavailable"`
+	ReportPrefix    string   `mapstructure:"report-prefix"`
+	Verbose         bool     `mapstructure:"verbose"`
+	Dir             string   `mapstructure:"dir"`
+}
+
+// subcommand is one of the binary's modes.
+type subcommand struct {
+	summary string
+	flags   func(fs *pflag.FlagSet)
+	// run gets the configuration and the arguments after the flags, and returns the
+	// process's exit code.
+	run func(ctx context.Context, v *viper.Viper, args []string) int
+}
+
+func commonFlags(fs *pflag.FlagSet, logFormat string) {
+	fs.String(keyConfig, "", "configuration file (YAML); flags and PODARMOR_* variables override it")
+	fs.String(keyLogFormat, logFormat, "log format: json or text")
+	fs.String(keyLogLevel, "info", "log level: debug, info, warn or error")
+}
+
+func compileFlags(fs *pflag.FlagSet) {
+	fs.StringSlice(keyAPIServer, nil, "address of the cluster's kubernetes Service, for rules that use $APISERVER (repeatable)")
+	fs.StringSlice(keyClusterCIDRs, nil, "pod or service CIDR of the cluster, for rules that use $CLUSTER_CIDRS (repeatable)")
+}
+
+var subcommands = map[string]subcommand{
+	"oci-hook": {
+		summary: "the OCI runtime hook: register the container (state on stdin) with the enforcer before it runs",
+		flags: func(fs *pflag.FlagSet) {
+			commonFlags(fs, "text")
+			fs.String(keySocket, hook.DefaultSocket, "the enforcer's hook socket")
+			fs.Duration(keyTimeout, hook.DefaultTimeout, "how long to wait for the enforcer's answer")
+			fs.String(keyOnUnavailable, string(hook.Refuse), "when the enforcer cannot be reached: refuse (the container does not start) or allow (it runs without its BPF registration, logged and recorded)")
+			fs.String(keyUnprotectedDir, hook.DefaultUnprotectedDir, "where containers allowed to run unregistered are recorded, for the enforcer to register when it is back")
+		},
+		run: runHook,
+	},
+	"standalone": {
+		summary: "enforce policies from files; containers name their profile in the OCI annotation podarmor.io/profile",
+		flags: func(fs *pflag.FlagSet) {
+			commonFlags(fs, "json")
+			compileFlags(fs)
+			fs.StringArray(keyPolicy, nil, "policy file (ArmorPolicy or ClusterArmorPolicy, YAML or JSON; repeatable)")
+			fs.String(keySocket, hook.DefaultSocket, "the hook socket to serve")
+			fs.Duration(keyTimeout, hook.DefaultTimeout, "bound of one hook request")
+			fs.StringToString(keyContainer, nil, "CONTAINER_ID=PROFILE_ID: the profile of a container, before its annotation (repeatable)")
+			fs.String(keyEvents, "-", "where events go as JSON lines: a file, or - for stdout")
+			fs.String(keyPinDir, bpf.DefaultPinDir, "bpffs directory of the BPF enforcer's pinned programs and maps")
+			fs.String(keySeccompRoot, seccomp.DefaultRoot, "seccomp root: profiles are written to ROOT/podarmor/<id>.json")
+			fs.String(keyAppArmorDir, apparmor.DefaultDir, "where AppArmor profile texts are written before loading")
+			fs.String(keyAppArmorParser, "", "apparmor_parser binary (default: from PATH)")
+			fs.String(keyUnprotectedDir, hook.DefaultUnprotectedDir, "where the hook records containers it let run unregistered; they are registered at start")
+		},
+		run: runStandalone,
+	},
+	"kubernetes": {
+		summary: "the node agent of the DaemonSet: pods, NRI, reconciliation, status (not implemented yet)",
+		flags:   func(fs *pflag.FlagSet) { commonFlags(fs, "json") },
+		run: func(context.Context, *viper.Viper, []string) int {
+			fmt.Fprintln(os.Stderr, "podarmor-enforcer kubernetes: not implemented yet: the Kubernetes mode (pod informer, NRI, reconciliation, status) is the node-enforcer issue's; use `podarmor-enforcer standalone` meanwhile")
+			return 2
+		},
+	},
+	"try-guest": {
+		summary: "inside the VM of `podarmor try`: run a command in a pod-like runc container under the policy",
+		flags: func(fs *pflag.FlagSet) {
+			commonFlags(fs, "text")
+			compileFlags(fs)
+			fs.String(keyPolicy, "", "policy file")
+			fs.Bool(keyUnconfined, false, "run the container without the policy")
+			fs.Bool(keyPrivileged, false, "run the container privileged")
+			fs.StringArray(keyMount, nil, "SRC:DST[:ro]: bind the VM's SRC at DST in the container (repeatable)")
+			fs.StringArray(keySetup, nil, "shell command to run in the VM before the container starts (repeatable)")
+			fs.Bool(keyWithout, false, "do not start the enforcer: see what the hook does without it")
+			fs.String(keyOnUnavailable, string(hook.Refuse), "the hook's setting: refuse or allow")
+			fs.String(keyReportPrefix, "", "prefix of machine-readable report lines (for podarmor try)")
+			fs.Bool(keyVerbose, false, "report the enforcer's log as it goes")
+			fs.String(keyDir, trial.DefaultDir, "working directory")
+		},
+		run: runTry,
+	},
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: podarmor-enforcer SUBCOMMAND [flags]")
+	for _, name := range []string{"oci-hook", "standalone", "kubernetes", "try-guest"} {
+		fmt.Fprintf(w, "  %-11s %s\n", name, subcommands[name].summary)
+	}
+	fmt.Fprintln(w, "`podarmor-enforcer SUBCOMMAND --help` lists a subcommand's flags.")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	name := os.Args[1]
+	if name == "-h" || name == "--help" || name == "help" {
+		usage(os.Stdout)
+		return
+	}
+	sc, ok := subcommands[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "podarmor-enforcer: unknown subcommand %q\n", name)
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	v, args, err := loadConfig(name, sc, os.Args[2:])
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "podarmor-enforcer %s: %v\n", name, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(sc.run(ctx, v, args))
+}
+
+// loadConfig parses a subcommand's flags into the one viper of the process.
+func loadConfig(name string, sc subcommand, args []string) (*viper.Viper, []string, error) {
+	fs := pflag.NewFlagSet("podarmor-enforcer "+name, pflag.ContinueOnError)
+	sc.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	v := viper.New()
+	v.SetEnvPrefix("PODARMOR")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+	if err := v.BindPFlags(fs); err != nil {
+		return nil, nil, err
+	}
+	if file := v.GetString(keyConfig); file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, nil, fmt.Errorf("read config %s: %w", file, err)
+		}
+	}
+	return v, fs.Args(), nil
+}
+
+func newLogger(c common) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--%s %q: %w", keyLogLevel, c.LogLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch c.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--%s %q: want json or text", keyLogFormat, c.LogFormat)
+}
+
+// decode unmarshals the configuration and makes the logger; it prints what is wrong.
+func decode[T any](v *viper.Viper, name string, logCfg func(*T) common) (T, *slog.Logger, bool) {
+	var c T
+	if err := v.Unmarshal(&c); err != nil {
+		fmt.Fprintf(os.Stderr, "podarmor-enforcer %s: configuration: %v\n", name, err)
+		return c, nil, false
+	}
+	log, err := newLogger(logCfg(&c))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "podarmor-enforcer %s: %v\n", name, err)
+		return c, nil, false
+	}
+	return c, log, true
+}
+
+func runHook(ctx context.Context, v *viper.Viper, _ []string) int {
+	cfg, log, ok := decode(v, "oci-hook", func(c *hookConfig) common { return c.common })
+	if !ok {
+		return 2
+	}
+	on, err := hook.ParseOnUnavailable(cfg.OnUnavailable)
+	if err != nil {
+		log.Error("--"+keyOnUnavailable, "error", err)
+		return 2
+	}
+	err = hook.RunOCI(ctx, hook.OCIConfig{
+		Client:         hook.Client{Socket: cfg.Socket, Timeout: cfg.Timeout},
+		OnUnavailable:  on,
+		UnprotectedDir: cfg.UnprotectedDir,
+		Logger:         log,
+	}, os.Stdin)
+	if err != nil {
+		// The runtime shows this with its own error; keep it one plain line.
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func runStandalone(ctx context.Context, v *viper.Viper, _ []string) int {
+	cfg, log, ok := decode(v, "standalone", func(c *standaloneConfig) common { return c.common })
+	if !ok {
+		return 2
+	}
+	opts, err := cfg.options()
+	if err != nil {
+		log.Error("configuration", "error", err)
+		return 2
+	}
+	events := io.Writer(os.Stdout)
+	if cfg.Events != "-" && cfg.Events != "" {
+		f, err := os.OpenFile(cfg.Events, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			log.Error("events file", "error", err)
+			return 1
+		}
+		defer f.Close()
+		events = f
+	}
+	err = standalone.Run(ctx, standalone.Config{
+		PolicyFiles:    cfg.Policies,
+		Compile:        opts,
+		Socket:         cfg.Socket,
+		HookTimeout:    cfg.Timeout,
+		Containers:     cfg.Containers,
+		UnprotectedDir: cfg.UnprotectedDir,
+		PinDir:         cfg.PinDir,
+		AppArmor:       apparmor.Config{Parser: cfg.AppArmorParser, Dir: cfg.AppArmorDir},
+		SeccompRoot:    cfg.SeccompRoot,
+		Events:         events,
+		Logger:         log,
+	})
+	if err != nil {
+		log.Error("podarmor-enforcer standalone stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func runTry(ctx context.Context, v *viper.Viper, args []string) int {
+	cfg, log, ok := decode(v, "try-guest", func(c *tryConfig) common { return c.common })
+	if !ok {
+		return trial.ExitNotStarted
+	}
+	rep := trial.NewReporter(os.Stdout, cfg.ReportPrefix)
+	fail := func(err error) int {
+		rep.Infof("%v", err)
+		rep.Exit(trial.ExitNotStarted)
+		return trial.ExitNotStarted
+	}
+	opts, err := cfg.options()
+	if err != nil {
+		return fail(err)
+	}
+	on, err := hook.ParseOnUnavailable(cfg.OnUnavailable)
+	if err != nil {
+		return fail(fmt.Errorf("--%s %w", keyOnUnavailable, err))
+	}
+	var mounts []trial.Mount
+	for _, m := range cfg.Mounts {
+		parts := strings.Split(m, ":")
+		if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
+			return fail(fmt.Errorf("--mount %q: want SRC:DST or SRC:DST:ro", m))
+		}
+		mounts = append(mounts, trial.Mount{Source: parts[0], Destination: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"})
+	}
+	slog.SetDefault(log)
+	code, err := trial.Run(ctx, trial.Config{
+		PolicyFile:      cfg.Policy,
+		Compile:         opts,
+		Unconfined:      cfg.Unconfined,
+		Privileged:      cfg.Privileged,
+		Mounts:          mounts,
+		Setup:           cfg.Setup,
+		Command:         args,
+		WithoutEnforcer: cfg.WithoutEnforcer,
+		OnUnavailable:   on,
+		Dir:             cfg.Dir,
+		Output:          os.Stdout,
+		Report:          rep,
+		Verbose:         cfg.Verbose,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	rep.Exit(code)
+	return code
+}
