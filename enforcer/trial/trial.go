@@ -474,14 +474,16 @@ func startEnforcer(ctx context.Context, cfg Config, p paths) (*enforcerProcess, 
 	}
 	cmd := exec.Command(cfg.Enforcer, args...)
 	var logW io.Writer = logFile
+	var logPipe *io.PipeWriter
 	if cfg.Verbose {
 		pr, pw := io.Pipe()
-		logW = io.MultiWriter(logFile, pw)
+		logW, logPipe = io.MultiWriter(logFile, pw), pw
 		go func() {
 			sc := bufio.NewScanner(pr)
 			for sc.Scan() {
 				cfg.Report.Log(sc.Text())
 			}
+			io.Copy(io.Discard, pr)
 		}()
 	}
 	cmd.Stdout, cmd.Stderr = logW, logW
@@ -492,8 +494,12 @@ func startEnforcer(ctx context.Context, cfg Config, p paths) (*enforcerProcess, 
 	}
 	e := &enforcerProcess{cmd: cmd, done: make(chan error, 1)}
 	go func() {
-		e.done <- cmd.Wait()
+		err := cmd.Wait()
 		logFile.Close()
+		if logPipe != nil {
+			logPipe.Close()
+		}
+		e.done <- err
 	}()
 	// Loading BPF programs under emulation takes seconds.
 	deadline := time.NewTimer(3 * time.Minute)
