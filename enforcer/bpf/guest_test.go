@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/podarmor/podarmor/enforcer/tables"
@@ -304,6 +305,19 @@ func TestCountersEventsAndAudit(t *testing.T) {
 	if got := c[Decision{Profile: prof, Rule: "custom/audited", Action: tables.ActionAudit}]; got != n {
 		t.Errorf("audit counter of custom/audited = %d, want %d (all: %v)", got, n, c)
 	}
+	// the same counts through the Prometheus collector
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(e))
+	for rule, action := range map[string]string{"custom/counted": "enforce", "custom/audited": "audit"} {
+		got, err := metricValue(reg, "podarmor_enforcer_decisions_total", map[string]string{"profile": prof, "rule": rule, "action": action})
+		if err != nil || got != n {
+			t.Errorf("podarmor_enforcer_decisions_total{rule=%q,action=%q} = %v (%v), want %d", rule, action, got, err, n)
+		}
+	}
+	if got, err := metricValue(reg, "podarmor_enforcer_lsm_hook_attached", map[string]string{"hook": "file_open"}); err != nil || got != 1 {
+		t.Errorf("podarmor_enforcer_lsm_hook_attached{hook=file_open} = %v (%v), want 1", got, err)
+	}
+
 	ev := waitEvent(t, "deny of /counted/f", func(ev Event) bool {
 		return ev.Profile == prof && ev.Rule == "custom/counted" && ev.Action == tables.ActionEnforce
 	})
@@ -505,4 +519,30 @@ func findHelper(t *testing.T, op string) int {
 		}
 	}
 	return 0
+}
+
+// metricValue gathers reg and returns the value of the sample of name with the labels.
+func metricValue(reg *prometheus.Registry, name string, labels map[string]string) (float64, error) {
+	families, err := reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue metrics
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue(), nil
+			}
+			return m.GetGauge().GetValue(), nil
+		}
+	}
+	return 0, fmt.Errorf("no sample of %s%v", name, labels)
 }

@@ -1,0 +1,69 @@
+package bpf
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podarmor/podarmor/enforcer/tables"
+)
+
+// Collector exports what the kernel side knows, read at scrape time: exact decision
+// counts from the per-CPU counters, events lost, and which LSM hooks this kernel has.
+// Labels come from bounded sets: profiles and rule IDs of the loaded policies, hook names.
+type Collector struct {
+	e         *Enforcer
+	decisions *prometheus.Desc
+	dropped   *prometheus.Desc
+	hooks     *prometheus.Desc
+}
+
+// NewCollector returns the Collector of e.
+func NewCollector(e *Enforcer) *Collector {
+	return &Collector{
+		e: e,
+		decisions: prometheus.NewDesc("podarmor_enforcer_decisions_total",
+			"Operations a BPF rule decided, by profile, rule and action (enforce: refused; audit: allowed and reported). Exact: counted in the kernel, whether or not the event was delivered.",
+			[]string{"profile", "rule", "action"}, nil),
+		dropped: prometheus.NewDesc("podarmor_enforcer_events_dropped_total",
+			"Events the kernel did not deliver, by reason: ringbuf (the ring buffer was full), rate_limit (over the container's events per second), path (a path could not be resolved; the operation was refused).",
+			[]string{"reason"}, nil),
+		hooks: prometheus.NewDesc("podarmor_enforcer_lsm_hook_attached",
+			"1 when the BPF program of an LSM hook is attached, 0 when this kernel lacks the hook (the rules that need it are not enforced by BPF).",
+			[]string{"hook"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.decisions
+	ch <- c.dropped
+	ch <- c.hooks
+}
+
+var actionNames = map[tables.Action]string{tables.ActionEnforce: "enforce", tables.ActionAudit: "audit"}
+
+var dropNames = [tables.NumDrops]string{tables.DropRingbuf: "ringbuf", tables.DropRateLimit: "rate_limit", tables.DropPath: "path"}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	if counts, err := c.e.Counters(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.decisions, err)
+	} else {
+		for d, n := range counts {
+			ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n), d.Profile, d.Rule, actionNames[d.Action])
+		}
+	}
+	if drops, err := c.e.Drops(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.dropped, err)
+	} else {
+		for i, n := range drops {
+			ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), dropNames[i])
+		}
+	}
+	for _, h := range c.e.Hooks() {
+		v := 0.0
+		if h.Attached {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.hooks, prometheus.GaugeValue, v, h.Name)
+	}
+}
