@@ -349,6 +349,14 @@ func (s *server) measure(path string, next http.Handler) http.Handler {
 	})
 }
 
+// GCPercent is the garbage collector's target percentage podarmor-webhook runs with
+// (--gc-percent). The webhook's live heap is small and every review allocates, so with
+// Go's default of 100 a collection starts every hundred-odd reviews, and the reviews
+// that meet one make the tail: p99 1.1-1.4 ms against 0.3 ms at 400 in the handler
+// benchmark on 2 CPUs. The price is a heap up to five times the live data instead of
+// twice, a few tens of MB; set GOMEMLIMIT too under a tight memory limit.
+const GCPercent = 400
+
 // MaxReviewBytes bounds the body of an admission review: the API server's own request
 // limit (3 MiB) plus room for the old object of an update.
 const MaxReviewBytes = 8 << 20

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -236,9 +237,19 @@ func benchReviews(b *testing.B) []struct {
 	}{{"bare-pod", review(b, admissionv1.Create, p, podGVK)}, {"apiserver-review", fromAPIServer}}
 }
 
+// shippedGC runs the benchmark with the garbage collector set as podarmor-webhook sets
+// it, unless GOGC asks otherwise.
+func shippedGC(b *testing.B) {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		old := debug.SetGCPercent(GCPercent)
+		b.Cleanup(func() { debug.SetGCPercent(old) })
+	}
+}
+
 // BenchmarkMutatePod measures the whole handler for a typical pod: decoding the review,
 // choosing the policy, mutating, computing the JSON patch and encoding the answer.
 func BenchmarkMutatePod(b *testing.B) {
+	shippedGC(b)
 	h, _ := testServer(b)
 	for _, r := range benchReviews(b) {
 		b.Run(r.name, func(b *testing.B) {
@@ -258,6 +269,7 @@ func BenchmarkMutatePod(b *testing.B) {
 // for a typical pod, one review at a time ("serial") and with one in flight per CPU
 // ("parallel"), for `make bench`.
 func BenchmarkMutatePodLatency(b *testing.B) {
+	shippedGC(b)
 	h, _ := testServer(b)
 	for _, r := range benchReviews(b) {
 		b.Run(r.name, func(b *testing.B) { latency(b, h, r.body) })
