@@ -36,8 +36,26 @@ bench_webhook() {
 	echo "bench: wrote $file" >&2
 }
 
+bench_enforcer() {
+	local file="$out/enforcer.txt" cmd series path
+	# enforcer/bpf links libbpf through cgo (libbpfgo); the guest binary is static.
+	eval "$(hack/libbpf.sh)"
+	{
+		machine
+		echo "# commit: $(git describe --always --dirty --abbrev=12)"
+		hack/vm-kernels.sh 2>/dev/null | while read -r series path; do
+			echo "# kernel $series: Debian $(basename "$(dirname "$path")"), $(basename "$path")"
+		done
+		echo "# qemu: $(qemu-system-x86_64 --version | head -1); apparmor_parser: $(apparmor_parser --version | head -1)"
+		cmd="go test -run '^\$' -bench '^BenchmarkEnforcerInVM\$' -benchtime 1x -timeout 60m ./enforcer/bpf/"
+		echo "# command: $cmd${PODARMOR_BENCH_ROUNDS:+ (PODARMOR_BENCH_ROUNDS=$PODARMOR_BENCH_ROUNDS)}"
+		eval "$cmd"
+	} 2>&1 | tee "$file"
+	echo "bench: wrote $file" >&2
+}
+
 groups=("$@")
-((${#groups[@]})) || groups=(webhook)
+((${#groups[@]})) || groups=(webhook enforcer)
 for g in "${groups[@]}"; do
 	if [[ "$(type -t "bench_$g")" != function ]]; then
 		echo "bench: unknown group $g; known: $(declare -F | sed -n 's/^declare -f bench_//p' | tr '\n' ' ')" >&2

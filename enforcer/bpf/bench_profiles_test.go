@@ -14,9 +14,7 @@ import (
 	"strings"
 
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
-	"github.com/podarmor/podarmor/policies/compile/apparmor"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
-	"github.com/podarmor/podarmor/policies/pattern"
 	"github.com/podarmor/podarmor/policies/ruleset"
 )
 
@@ -233,44 +231,4 @@ func benchRuleSet(n int) *ruleset.RuleSet {
 func benchBPFProfile(rs *ruleset.RuleSet) *bpf.Profile {
 	return &bpf.Profile{FormatVersion: bpf.FormatVersion, ProfileID: rs.ProfileID, Policy: rs.Policy,
 		Mode: rs.Mode, Default: rs.Default, Rules: rs.Rules}
-}
-
-// benchAppArmorProfile renders a rule set as podarmor's AppArmor backend does; it returns
-// the profile and its name. Rules AppArmor cannot express (egress addresses, kernel
-// operations, some ptrace and mount shapes) are comments in it.
-func benchAppArmorProfile(rs *ruleset.RuleSet) ([]byte, string, error) {
-	be, err := apparmor.New(apparmor.Config{})
-	if err != nil {
-		return nil, "", err
-	}
-	text, err := be.Render(rs)
-	return text, apparmor.ProfileName(rs.ProfileID), err
-}
-
-// benchPathsMatched returns the patterns of rs that match one of paths.
-func benchPathsMatched(rs *ruleset.RuleSet, paths []string) ([]string, error) {
-	var bad []string
-	for _, r := range rs.Rules {
-		var pats []string
-		switch {
-		case r.File != nil:
-			pats = r.File.Paths
-		case r.Exec != nil:
-			pats = r.Exec.Paths
-		case r.Mount != nil:
-			pats = r.Mount.Targets
-		}
-		for _, text := range pats {
-			p, err := pattern.Parse(text)
-			if err != nil {
-				return nil, fmt.Errorf("rule %s: %w", r.ID, err)
-			}
-			for _, path := range paths {
-				if p.Match(path) {
-					bad = append(bad, fmt.Sprintf("%s: %s matches %s", r.ID, text, path))
-				}
-			}
-		}
-	}
-	return bad, nil
 }
