@@ -500,6 +500,12 @@ func operate(a []string) error {
 		}
 		fmt.Printf("ok=%d eperm=%d\n", ok, eperm)
 		return nil
+	case "read-cwd": // read-cwd DIR NAME: chdir to DIR, read /proc/self/cwd/NAME
+		if err := os.Chdir(a[1]); err != nil {
+			return err
+		}
+		_, err := os.ReadFile("/proc/self/cwd/" + a[2])
+		return err
 	case "chroot-check": // chroot-check ROOT PATH...: per path, "open chmod" outcomes
 		if err := syscall.Chroot(a[1]); err != nil {
 			return err

@@ -63,6 +63,8 @@ func TestFileRules(t *testing.T) {
 		{"read through //", []string{"read", "//secret//a"}},
 		{"read through /proc/self/root", []string{"read", "/proc/self/root/secret/a"}},
 		{"read through a symlink", []string{"read", "/open/link"}},
+		{"read through /proc/self/cwd", []string{"read-cwd", "/secret/sub", "../a"}},
+		{"bind mount the directory elsewhere (mounts are denied)", []string{"bind", "/secret", "/open"}},
 		{"read after unshare -m", []string{"unshare-mount-then", "read", "/secret/a"}},
 		{"hard link", []string{"link", "/secret/a", "/open/hard"}},
 		{"rename the file away", []string{"rename", "/secret/a", "/open/moved"}},
@@ -545,4 +547,48 @@ func metricValue(reg *prometheus.Registry, name string, labels map[string]string
 		}
 	}
 	return 0, fmt.Errorf("no sample of %s%v", name, labels)
+}
+
+// TestEventRateLimit: over its budget of events per second a container's decisions are
+// still counted exactly, and the events not sent are counted as drops.
+func TestEventRateLimit(t *testing.T) {
+	dir := "/sys/fs/bpf/podarmor-ratelimit"
+	e, err := Load(Options{PinDir: dir, EventsPerSecond: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		e.Unpin()
+		e.Close()
+	}()
+	write(t, "/limited/f", "x")
+	if err := e.SetProfile(profileOf("limited", ruleset.Rule{ID: "custom/limited", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindFile,
+		File: &ruleset.File{Paths: []string{"/limited/f"}, Permissions: []v1alpha1.FilePermission{v1alpha1.FileRead}}})); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := inSandbox(t, e, "limited", "read-loop", "/limited/f", "200")
+	var ok, eperm int
+	if _, err := fmt.Sscanf(o.out, "ok=%d eperm=%d", &ok, &eperm); err != nil || eperm != 200 {
+		t.Fatalf("read loop: %v", o)
+	}
+	c, err := e.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c[Decision{Profile: "limited", Rule: "custom/limited", Action: tables.ActionEnforce}]; got != 200 {
+		t.Errorf("decisions counted: %d, want 200", got)
+	}
+	after, err := e.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := after[tables.DropRateLimit] - before[tables.DropRateLimit]
+	t.Logf("200 denials at a budget of 5 events a second: %d events dropped by the rate limit", dropped)
+	if dropped == 0 || dropped >= 200 {
+		t.Errorf("rate-limited events: %d, want some but not all of 200", dropped)
+	}
 }
