@@ -9,7 +9,8 @@
 # One object for every kernel: CO-RE relocations against the BTF in
 # bpfprog/include/vmlinux.h adapt it at load time. DWARF is stripped; BTF (which
 # the loader and CO-RE need) stays. The build runs in bpfprog/ with relative
-# paths so that the object does not depend on where the checkout lives.
+# paths, and -fdebug-prefix-map, so that the object does not depend on where the
+# checkout lives.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +36,10 @@ trap 'rm -rf "$out"' EXIT
 
 (
 	cd bpfprog
+	# BTF line info names the source files: map the checkout's path away so that
+	# every clone builds the same bytes.
 	clang -g -O2 -target bpf -mcpu=v2 -D__TARGET_ARCH_x86 \
+		-fdebug-prefix-map="$PWD"=bpfprog \
 		-I include -I "$PODARMOR_LIBBPF/usr/include" \
 		-Wall -Werror -Wno-unused-function \
 		-c podarmor.bpf.c -o "$out/podarmor.bpf.o"
