@@ -46,6 +46,22 @@ int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags)
 
 /* ---- files ---------------------------------------------------------------------- */
 
+/* open_perms is what an open file gives access to: read, write (an append needs write
+ * too, which covers it), and write for a truncation. */
+static __always_inline __u32 open_perms(struct file *file)
+{
+	__u32 mode = BPF_CORE_READ(file, f_mode);
+	__u32 flags = BPF_CORE_READ(file, f_flags);
+	__u32 want = 0;
+	if (mode & FMODE_READ)
+		want |= 1U << PA_READ;
+	if (mode & FMODE_WRITE)
+		want |= flags & O_APPEND ? (1U << PA_APPEND) | (1U << PA_WRITE) : 1U << PA_WRITE;
+	if (flags & O_TRUNC)
+		want |= 1U << PA_WRITE;
+	return want;
+}
+
 SEC("lsm.s/file_open")
 int BPF_PROG(file_open, struct file *file)
 {
@@ -57,15 +73,7 @@ int BPF_PROG(file_open, struct file *file)
 	if (!b || !b->dfa_states)
 		return 0;
 
-	__u32 mode = BPF_CORE_READ(file, f_mode);
-	__u32 flags = BPF_CORE_READ(file, f_flags);
-	__u32 want = 0;
-	if (mode & FMODE_READ)
-		want |= 1U << PA_READ;
-	if (mode & FMODE_WRITE)
-		want |= flags & O_APPEND ? (1U << PA_APPEND) | (1U << PA_WRITE) : 1U << PA_WRITE;
-	if (flags & O_TRUNC)
-		want |= 1U << PA_WRITE;
+	__u32 want = open_perms(file);
 	if (!want)
 		return 0;
 
@@ -88,13 +96,7 @@ int BPF_PROG(file_receive, struct file *file)
 	struct profile_body *b = body_of(id->profile, &bi);
 	if (!b || !b->dfa_states)
 		return 0;
-	__u32 mode = BPF_CORE_READ(file, f_mode);
-	__u32 flags = BPF_CORE_READ(file, f_flags);
-	__u32 want = 0;
-	if (mode & FMODE_READ)
-		want |= 1U << PA_READ;
-	if (mode & FMODE_WRITE)
-		want |= flags & O_APPEND ? (1U << PA_APPEND) | (1U << PA_WRITE) : 1U << PA_WRITE;
+	__u32 want = open_perms(file);
 	if (!want)
 		return 0;
 	__u64 seq;

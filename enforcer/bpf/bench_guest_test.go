@@ -27,6 +27,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/enforcer/tables"
 )
 
@@ -400,7 +401,7 @@ func (r *benchRig) startWorker(c benchConfig) {
 		r.tb.Fatalf("start the sandbox of %s: %v", c.name, err)
 	}
 	r.workers[c.name] = w
-	if w.ns, err = MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", w.cmd.Process.Pid)); err != nil {
+	if w.ns, err = hook.MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", w.cmd.Process.Pid)); err != nil {
 		r.tb.Fatal(err)
 	}
 	if c.profile != "" {

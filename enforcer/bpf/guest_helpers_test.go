@@ -23,6 +23,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
@@ -204,7 +205,7 @@ func inNamespace(t *testing.T, register func(ns uint32) func(), op ...string) ou
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sandbox: %v", err)
 	}
-	ns, err := MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+	ns, err := hook.MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/podarmor/podarmor/bpfprog/object"
+	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/enforcer/tables"
 )
 
@@ -297,7 +298,7 @@ func (e *Enforcer) configure(opts Options) error {
 	host := opts.HostMntns
 	if host == 0 {
 		var err error
-		if host, err = MountNamespace("/proc/1/ns/mnt"); err != nil {
+		if host, err = hook.MountNamespace("/proc/1/ns/mnt"); err != nil {
 			return fmt.Errorf("bpf: the host mount namespace: %w", err)
 		}
 	}

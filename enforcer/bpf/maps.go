@@ -5,9 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"unsafe"
 
@@ -65,22 +62,4 @@ func keys(m *libbpfgo.BPFMap) ([][]byte, error) {
 		out = append(out, append([]byte(nil), it.Key()...))
 	}
 	return out, it.Err()
-}
-
-// MountNamespace returns the inode of the mount namespace a /proc/<pid>/ns/mnt link names.
-func MountNamespace(link string) (uint32, error) {
-	target, err := os.Readlink(link)
-	if err != nil {
-		return 0, err
-	}
-	// "mnt:[4026531841]"
-	s, ok := strings.CutPrefix(target, "mnt:[")
-	if !ok || !strings.HasSuffix(s, "]") {
-		return 0, fmt.Errorf("%s: unexpected link %q", link, target)
-	}
-	n, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", link, err)
-	}
-	return uint32(n), nil
 }
