@@ -21,7 +21,9 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/podarmor/podarmor/enforcer/apparmor"
@@ -29,6 +31,7 @@ import (
 	"github.com/podarmor/podarmor/enforcer/event"
 	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/enforcer/policyset"
+	"github.com/podarmor/podarmor/enforcer/registrar"
 	"github.com/podarmor/podarmor/enforcer/seccomp"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile"
@@ -148,21 +151,11 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
-	reg, err := newRegistrar(log, nil, profiles, cfg.Containers, cfg.Proc)
-	if err != nil {
-		return err
-	}
-
-	// Event readers outlive ctx by the drain (see the end).
-	events := event.NewWriter(cfg.Events)
-	evCtx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopEvents()
-	var readers []<-chan struct{}
-
+	var registry registrar.Registry // nil without BPF profiles
+	var enf *bpf.Enforcer
 	if len(bpfProfiles) > 0 {
 		start := time.Now()
-		enf, err := bpf.Load(bpf.Options{PinDir: cfg.PinDir, Logger: log})
-		if err != nil {
+		if enf, err = bpf.Load(bpf.Options{PinDir: cfg.PinDir, Logger: log}); err != nil {
 			return err
 		}
 		defer enf.Close()
@@ -176,15 +169,42 @@ func Run(ctx context.Context, cfg Config) error {
 				return err
 			}
 		}
-		reg.bpf = enf
+		registry = enf
 		log.Info("BPF enforcer loaded", "profiles", len(bpfProfiles), "took", time.Since(start).Round(time.Millisecond))
+	}
+	reg, err := registrar.New(registrar.Config{
+		Registry: registry,
+		Resolve: func(_ context.Context, req hook.Request) (string, error) {
+			if p, ok := cfg.Containers[req.ContainerID]; ok {
+				return p, nil
+			}
+			return req.Annotations[hook.AnnotationProfile], nil
+		},
+		Profiles: func(id string) (bool, bool, error) {
+			usesBPF, ok := profiles[id]
+			return ok, usesBPF, nil
+		},
+		Proc:   cfg.Proc,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Event readers outlive ctx by the drain (see the end).
+	events := event.NewWriter(cfg.Events)
+	evCtx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEvents()
+	var readers []<-chan struct{}
+
+	if enf != nil {
 		ch, err := enf.Events(evCtx)
 		if err != nil {
 			return err
 		}
 		readers = append(readers, pump(ch, events, log, func(ev bpf.Event) (event.Record, bool) {
 			r := event.FromBPF(ev.Event, ev.Profile, ev.Rule, ev.PathText, ev.Address)
-			r.Container = reg.containerOf(r.MountNamespace)
+			r.Container = reg.ContainerOf(r.MountNamespace)
 			return r, true
 		}))
 	}
@@ -210,9 +230,9 @@ func Run(ctx context.Context, cfg Config) error {
 					return r, false
 				}
 				event.Attribute(rulesets[r.Profile], &r)
-				if ns, err := reg.mountNamespace(int(r.PID)); err == nil {
+				if ns, err := hook.MountNamespace(filepath.Join(cfg.Proc, strconv.Itoa(int(r.PID)), "ns", "mnt")); err == nil {
 					r.MountNamespace = ns
-					r.Container = reg.containerOf(ns)
+					r.Container = reg.ContainerOf(ns)
 				}
 				return r, true
 			}))
@@ -226,8 +246,8 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("AppArmor profiles loaded", "profiles", len(aaPolicies), "took", time.Since(start).Round(time.Millisecond))
 	}
 
-	if reg.bpf != nil {
-		reg.adoptUnprotected(cfg.UnprotectedDir)
+	if registry != nil {
+		reg.AdoptUnprotected(ctx, cfg.UnprotectedDir)
 	}
 	srv, err := hook.Listen(hook.ServerConfig{Socket: cfg.Socket, Handler: reg, Timeout: cfg.HookTimeout, Logger: log})
 	if err != nil {

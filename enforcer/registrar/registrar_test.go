@@ -1,4 +1,4 @@
-package standalone
+package registrar
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/enforcer/tables"
 )
 
 // fakeRegistry records registrations.
@@ -30,6 +31,41 @@ func (f *fakeRegistry) Register(ns uint32, profile string, late bool) error {
 func (f *fakeRegistry) Unregister(ns uint32) error {
 	delete(f.regs, ns)
 	return nil
+}
+
+func (f *fakeRegistry) Registered() (map[uint32]tables.Registration, error) {
+	out := map[uint32]tables.Registration{}
+	for ns := range f.regs {
+		out[ns] = tables.Registration{ID: tables.Identity{Container: ns}}
+	}
+	return out, nil
+}
+
+// annotationResolver is the standalone enforcer's rule: a fixed mapping by container ID,
+// then the podarmor.io/profile annotation.
+func annotationResolver(mapped map[string]string) Resolver {
+	return func(_ context.Context, req hook.Request) (string, error) {
+		if p, ok := mapped[req.ContainerID]; ok {
+			return p, nil
+		}
+		return req.Annotations[hook.AnnotationProfile], nil
+	}
+}
+
+func profileSet(m map[string]bool) Profiles {
+	return func(id string) (bool, bool, error) {
+		b, ok := m[id]
+		return ok, b, nil
+	}
+}
+
+func newTestRegistrar(t *testing.T, reg Registry, profiles map[string]bool, mapped map[string]string, proc string) *Registrar {
+	t.Helper()
+	r, err := New(Config{Registry: reg, Resolve: annotationResolver(mapped), Profiles: profileSet(profiles), Proc: proc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // fakeProc makes a procfs with the given mount namespaces by pid; the test's own pid is
@@ -82,7 +118,7 @@ func TestRegistrar(t *testing.T) {
 		},
 		"a profile that is not loaded is refused": {
 			reqs:    []hook.Request{annotated("c1", 10, "ap.default.other")},
-			wantErr: "profile ap.default.other is not loaded on this node (loaded: ap.default.aa, ap.default.bpf, broken)",
+			wantErr: "profile ap.default.other is not loaded on this node",
 		},
 		"a container in the node's mount namespace is refused": {
 			reqs:    []hook.Request{annotated("c1", 11, "ap.default.bpf")},
@@ -115,11 +151,9 @@ func TestRegistrar(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			proc := fakeProc(t, map[int]uint32{10: 2001, 11: 1000, 12: 2001})
 			fake := &fakeRegistry{regs: map[uint32]string{}, late: map[uint32]bool{}}
-			r, err := newRegistrar(slog.New(slog.DiscardHandler), fake, profiles, map[string]string{"mapped": "ap.default.bpf"}, proc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			r := newTestRegistrar(t, fake, profiles, map[string]string{"mapped": "ap.default.bpf"}, proc)
 			var resp hook.Response
+			var err error
 			for _, req := range tc.reqs {
 				resp, err = r.Handle(context.Background(), req)
 			}
@@ -139,8 +173,8 @@ func TestRegistrar(t *testing.T) {
 				t.Errorf("registrations %v, want %v", fake.regs, tc.wantRegs)
 			}
 			for ns := range fake.regs {
-				if r.containerOf(ns) == "" || fake.late[ns] {
-					t.Errorf("namespace %d: container %q, late %v", ns, r.containerOf(ns), fake.late[ns])
+				if r.ContainerOf(ns) == "" || fake.late[ns] {
+					t.Errorf("namespace %d: container %q, late %v", ns, r.ContainerOf(ns), fake.late[ns])
 				}
 			}
 		})
@@ -150,10 +184,7 @@ func TestRegistrar(t *testing.T) {
 func TestAdoptUnprotected(t *testing.T) {
 	proc := fakeProc(t, map[int]uint32{10: 2001, 11: 2002})
 	fake := &fakeRegistry{regs: map[uint32]string{}, late: map[uint32]bool{}}
-	r, err := newRegistrar(slog.New(slog.DiscardHandler), fake, map[string]bool{"p": true}, nil, proc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newTestRegistrar(t, fake, map[string]bool{"p": true}, nil, proc)
 	dir := t.TempDir()
 	for id, rec := range map[string]struct{ pid, ns int }{"alive": {10, 2001}, "gone": {77, 0}, "pid reused": {11, 2009}} {
 		data := fmt.Sprintf(`{"version":1,"op":"register","containerID":%q,"pid":%d,"annotations":{"podarmor.io/profile":"p"},"time":"2026-01-01T00:00:00Z","mountNamespace":%d}`, id, rec.pid, rec.ns)
@@ -161,11 +192,70 @@ func TestAdoptUnprotected(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.adoptUnprotected(dir)
+	r.AdoptUnprotected(context.Background(), dir)
 	if fake.regs[2001] != "p" || !fake.late[2001] || len(fake.regs) != 1 {
 		t.Errorf("registrations %v (late %v), want namespace 2001 late with p", fake.regs, fake.late)
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("records left: %v", left)
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	// Processes: 10 and 11 are two containers' inits, 12 a process in 10's namespace,
+	// 13 a container of a pod that is not sandboxed.
+	proc := fakeProc(t, map[int]uint32{10: 2001, 11: 2002, 12: 2001, 13: 2003})
+	fake := &fakeRegistry{
+		// 2001 was registered by a previous enforcer; 2999 belongs to a container that
+		// is gone.
+		regs: map[uint32]string{2001: "p", 2999: "p"},
+		late: map[uint32]bool{},
+	}
+	r := newTestRegistrar(t, fake, map[string]bool{"p": true, "missing-bpf": true}, nil, proc)
+	annotated := func(id string, pid int, profile string) Running {
+		req := hook.Request{Op: hook.OpRegister, ContainerID: id, PID: pid}
+		if profile != "" {
+			req.Annotations = map[string]string{hook.AnnotationProfile: profile}
+		}
+		return Running{Request: req}
+	}
+	running := []Running{
+		annotated("adopted", 10, "p"),
+		annotated("missing", 11, "p"),
+		annotated("plain", 13, ""),
+		annotated("exited", 77, "p"),
+	}
+	got, err := r.Reconcile(context.Background(), running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.Adopted, got.Registered, got.Removed, len(got.Failed)) != "[adopted] [missing] [2999] 0" {
+		t.Errorf("reconciled %+v", got)
+	}
+	if fmt.Sprint(fake.regs) != "map[2001:p 2002:p]" || !fake.late[2002] || fake.late[2001] {
+		t.Errorf("registrations %v (late %v)", fake.regs, fake.late)
+	}
+	if r.ContainerOf(2001) != "adopted" || r.ContainerOf(2002) != "missing" || r.Registered() != 2 || r.Unregistered() != 0 {
+		t.Errorf("registrar: 2001=%q 2002=%q registered %d unregistered %d", r.ContainerOf(2001), r.ContainerOf(2002), r.Registered(), r.Unregistered())
+	}
+
+	// A registration deleted behind the registrar's back is repaired; nothing else moves.
+	delete(fake.regs, 2002)
+	got, err = r.Reconcile(context.Background(), running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.Adopted, got.Registered, got.Removed) != "[] [missing] []" || fake.regs[2002] != "p" {
+		t.Errorf("after deleting 2002: reconciled %+v, registrations %v", got, fake.regs)
+	}
+
+	// A sandboxed container that cannot be registered is counted.
+	running = append(running, annotated("unknown-profile", 13, "nope"))
+	got, err = r.Reconcile(context.Background(), running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Failed["unknown-profile"]; err == nil || !strings.Contains(err.Error(), "profile nope is not loaded") || r.Unregistered() != 1 {
+		t.Errorf("failed %v, unregistered %d", got.Failed, r.Unregistered())
 	}
 }
