@@ -131,6 +131,53 @@ func (l *Loader) Load(ctx context.Context, name string, text []byte) error {
 	return nil
 }
 
+// Current reports whether profile name is loaded in enforce mode from exactly text: the
+// file Load wrote holds text and the kernel lists the profile. A restarted enforcer uses
+// it to skip reloading what did not change.
+func (l *Loader) Current(name string, text []byte) bool {
+	old, err := os.ReadFile(filepath.Join(l.cfg.Dir, filepath.Base(name)))
+	if err != nil || !bytes.Equal(old, text) {
+		return false
+	}
+	loaded, err := l.Loaded()
+	return err == nil && loaded[name] == "enforce"
+}
+
+// Remove unloads profile name (through securityfs's .remove) and deletes its file. A
+// profile that is not loaded is no error. Processes confined by it become unconfined.
+func (l *Loader) Remove(name string) error {
+	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") {
+		return fmt.Errorf("apparmor: profile name %q is not a file name", name)
+	}
+	loaded, err := l.Loaded()
+	if err != nil {
+		return err
+	}
+	if _, ok := loaded[name]; ok {
+		f, err := os.OpenFile(filepath.Join(l.cfg.SecurityFS, "apparmor", ".remove"), os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("apparmor: remove profile %s: %w", name, err)
+		}
+		_, err = f.Write([]byte(name))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("apparmor: remove profile %s: %w", name, err)
+		}
+		if loaded, err = l.Loaded(); err != nil {
+			return err
+		}
+		if _, ok := loaded[name]; ok {
+			return fmt.Errorf("apparmor: profile %s is still listed in %s after its removal", name, l.profilesFile())
+		}
+	}
+	if err := os.Remove(filepath.Join(l.cfg.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("apparmor: %w", err)
+	}
+	return nil
+}
+
 // Loaded returns the profiles the kernel has, by name, with their mode ("enforce",
 // "complain", ...).
 func (l *Loader) Loaded() (map[string]string, error) {

@@ -94,3 +94,23 @@ func (s Store) Remove(id string) error {
 	}
 	return nil
 }
+
+// List returns the IDs of the profiles the store holds.
+func (s Store) List() ([]string, error) {
+	dir := filepath.Dir(s.Path("x"))
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if ok && e.Type().IsRegular() && !strings.HasPrefix(id, ".") {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
