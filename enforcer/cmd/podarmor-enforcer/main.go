@@ -4,7 +4,8 @@
 //	                                 the container with the enforcer before it runs
 //	podarmor-enforcer standalone     the enforcer without Kubernetes: policies from files,
 //	                                 containers mapped by their podarmor.io/profile annotation
-//	podarmor-enforcer kubernetes     the DaemonSet's enforcer (not implemented yet)
+//	podarmor-enforcer kubernetes     the DaemonSet's enforcer: policies from the API server,
+//	                                 containers mapped to profiles by their pod's label
 //	podarmor-enforcer try-guest      the guest side of `podarmor try`, inside its VM
 //
 // Configuration comes from flags, PODARMOR_* environment variables (PODARMOR_SOCKET for
@@ -27,10 +28,13 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podarmor/podarmor/enforcer/apparmor"
 	"github.com/podarmor/podarmor/enforcer/bpf"
+	"github.com/podarmor/podarmor/enforcer/event"
 	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/enforcer/kube"
 	"github.com/podarmor/podarmor/enforcer/seccomp"
 	"github.com/podarmor/podarmor/enforcer/standalone"
 	"github.com/podarmor/podarmor/enforcer/trial"
@@ -64,6 +68,12 @@ const (
 	keyReportPrefix   = "report-prefix"
 	keyVerbose        = "verbose"
 	keyDir            = "dir"
+	keyNodeName       = "node-name"
+	keyKubeconfig     = "kubeconfig"
+	keyPodWait        = "pod-wait"
+	keyReconcile      = "reconcile-interval"
+	keyListen         = "listen"
+	keyProc           = "proc"
 )
 
 // common is the configuration every subcommand has.
@@ -120,6 +130,26 @@ type standaloneConfig struct {
 	AppArmorDir    string            `mapstructure:"apparmor-dir"`
 	AppArmorParser string            `mapstructure:"apparmor-parser"`
 	UnprotectedDir string            `mapstructure:"unprotected-dir"`
+}
+
+// kubernetesConfig is kubernetes's.
+type kubernetesConfig struct {
+	common            `mapstructure:",squash"`
+	compileConfig     `mapstructure:",squash"`
+	NodeName          string        `mapstructure:"node-name"`
+	Kubeconfig        string        `mapstructure:"kubeconfig"`
+	Socket            string        `mapstructure:"socket"`
+	Timeout           time.Duration `mapstructure:"timeout"`
+	PodWait           time.Duration `mapstructure:"pod-wait"`
+	ReconcileInterval time.Duration `mapstructure:"reconcile-interval"`
+	Listen            string        `mapstructure:"listen"`
+	Events            string        `mapstructure:"events"`
+	PinDir            string        `mapstructure:"pin-dir"`
+	SeccompRoot       string        `mapstructure:"seccomp-root"`
+	AppArmorDir       string        `mapstructure:"apparmor-dir"`
+	AppArmorParser    string        `mapstructure:"apparmor-parser"`
+	UnprotectedDir    string        `mapstructure:"unprotected-dir"`
+	Proc              string        `mapstructure:"proc"`
 }
 
 // tryConfig is try-guest's.
@@ -189,12 +219,26 @@ var subcommands = map[string]subcommand{
 		run: runStandalone,
 	},
 	"kubernetes": {
-		summary: "the node agent of the DaemonSet: pods, NRI, reconciliation, status (not implemented yet)",
-		flags:   func(fs *pflag.FlagSet) { commonFlags(fs, "json") },
-		run: func(context.Context, *viper.Viper, []string) int {
-			fmt.Fprintln(os.Stderr, "podarmor-enforcer kubernetes: not implemented yet: the Kubernetes mode (pod informer, NRI, reconciliation, status) is the node-enforcer issue's; use `podarmor-enforcer standalone` meanwhile")
-			return 2
+		summary: "the node agent of the DaemonSet: policies from the API server, containers by their pod's profile label, reconciliation, metrics",
+		flags: func(fs *pflag.FlagSet) {
+			commonFlags(fs, "json")
+			compileFlags(fs)
+			fs.String(keyNodeName, "", "the node this enforcer runs on (from the downward API: spec.nodeName); required")
+			fs.String(keyKubeconfig, "", "kubeconfig file; empty uses the in-cluster configuration")
+			fs.String(keySocket, hook.DefaultSocket, "the hook socket to serve")
+			fs.Duration(keyTimeout, hook.DefaultTimeout, "bound of one hook request")
+			fs.Duration(keyPodWait, kube.DefaultPodWait, "how long a hook waits for a pod the informer has not seen before asking the API server")
+			fs.Duration(keyReconcile, kube.DefaultReconcileInterval, "period of the reconciliation of registrations with the running containers")
+			fs.String(keyListen, kube.DefaultListen, "address of /metrics, /healthz and /readyz; - for none")
+			fs.String(keyEvents, "-", "where events go as JSON lines: a file, or - for stdout")
+			fs.String(keyPinDir, bpf.DefaultPinDir, "bpffs directory of the BPF enforcer's pinned programs and maps")
+			fs.String(keySeccompRoot, seccomp.DefaultRoot, "the kubelet's seccomp root: profiles are written to ROOT/podarmor/<id>.json")
+			fs.String(keyAppArmorDir, apparmor.DefaultDir, "where AppArmor profile texts are written before loading")
+			fs.String(keyAppArmorParser, "", "apparmor_parser binary (default: from PATH)")
+			fs.String(keyUnprotectedDir, hook.DefaultUnprotectedDir, "where the hook records containers it let run unregistered; they are registered at start")
+			fs.String(keyProc, "/proc", "where the node's procfs is mounted")
 		},
+		run: runKubernetes,
 	},
 	"try-guest": {
 		summary: "inside the VM of `podarmor try`: run a command in a pod-like runc container under the policy",
@@ -340,16 +384,12 @@ func runStandalone(ctx context.Context, v *viper.Viper, _ []string) int {
 		log.Error("configuration", "error", err)
 		return 2
 	}
-	events := io.Writer(os.Stdout)
-	if cfg.Events != "-" && cfg.Events != "" {
-		f, err := os.OpenFile(cfg.Events, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-		if err != nil {
-			log.Error("events file", "error", err)
-			return 1
-		}
-		defer f.Close()
-		events = f
+	events, closeEvents, err := openEvents(cfg.Events)
+	if err != nil {
+		log.Error("events file", "error", err)
+		return 1
 	}
+	defer closeEvents()
 	err = standalone.Run(ctx, standalone.Config{
 		PolicyFiles:    cfg.Policies,
 		Compile:        opts,
@@ -368,6 +408,59 @@ func runStandalone(ctx context.Context, v *viper.Viper, _ []string) int {
 		return 1
 	}
 	return 0
+}
+
+func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
+	cfg, log, ok := decode(v, "kubernetes", func(c *kubernetesConfig) common { return c.common })
+	if !ok {
+		return 2
+	}
+	rest, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		log.Error("API server configuration", "error", err)
+		return 2
+	}
+	events, closeEvents, err := openEvents(cfg.Events)
+	if err != nil {
+		log.Error("events file", "error", err)
+		return 1
+	}
+	defer closeEvents()
+	err = kube.Run(ctx, kube.Config{
+		NodeName:          cfg.NodeName,
+		REST:              rest,
+		APIServer:         cfg.APIServer,
+		ClusterCIDRs:      cfg.ClusterCIDRs,
+		Socket:            cfg.Socket,
+		HookTimeout:       cfg.Timeout,
+		UnprotectedDir:    cfg.UnprotectedDir,
+		PodWait:           cfg.PodWait,
+		ReconcileInterval: cfg.ReconcileInterval,
+		PinDir:            cfg.PinDir,
+		AppArmor:          apparmor.Config{Parser: cfg.AppArmorParser, Dir: cfg.AppArmorDir},
+		SeccompRoot:       cfg.SeccompRoot,
+		Proc:              cfg.Proc,
+		Listen:            cfg.Listen,
+		Events:            event.NewWriter(events),
+		Logger:            log,
+	})
+	if err != nil {
+		log.Error("podarmor-enforcer kubernetes stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// openEvents opens the events destination: a file (appended to), or stdout for "-".
+func openEvents(dest string) (io.Writer, func(), error) {
+	if dest == "-" || dest == "" {
+		return os.Stdout, func() {}, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
 }
 
 func runTry(ctx context.Context, v *viper.Viper, args []string) int {

@@ -1,0 +1,467 @@
+// Package kube is the node enforcer's Kubernetes mode: the agent the DaemonSet runs on
+// every node. It watches ArmorPolicies and ClusterArmorPolicies and keeps the node's
+// profiles equal to them (enforcer/profiles: BPF tables, AppArmor profiles, seccomp
+// files); answers the OCI hook with the profile of the container's pod, read from an
+// informer limited to the node (enforcer/registrar); reconciles the BPF registrations
+// with the containers running on the node, periodically and whenever a pod changes,
+// from a scan of /proc (the fallback for runtimes without hooks, and the repair for
+// anything lost); reports per policy what it loaded; and serves /metrics, /healthz and
+// /readyz.
+//
+// On start it loads every policy before it opens the hook socket, so the first hook
+// answered finds every profile in place. On stop it closes the socket and leaves
+// everything loaded: pinned BPF state, AppArmor profiles and seccomp files keep
+// confining the containers while the enforcer is away.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/podarmor/podarmor/enforcer/apparmor"
+	"github.com/podarmor/podarmor/enforcer/bpf"
+	"github.com/podarmor/podarmor/enforcer/event"
+	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/enforcer/profiles"
+	"github.com/podarmor/podarmor/enforcer/registrar"
+	"github.com/podarmor/podarmor/enforcer/seccomp"
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/cluster"
+	"github.com/podarmor/podarmor/policies/compile"
+)
+
+// Defaults of Config.
+const (
+	DefaultReconcileInterval = 10 * time.Second
+	DefaultPodWait           = 2 * time.Second
+	DefaultListen            = ":9810"
+)
+
+// Config configures Run.
+type Config struct {
+	// NodeName is the node this enforcer runs on (the pod's spec.nodeName, from the
+	// downward API). Required.
+	NodeName string
+	// REST reaches the API server. Required.
+	REST *rest.Config
+	// APIServer and ClusterCIDRs are what $APISERVER and $CLUSTER_CIDRS stand for in
+	// policies; APIServer empty reads the kubernetes Service (the webhook does the same).
+	APIServer, ClusterCIDRs []string
+
+	// Socket is the hook socket; hook.DefaultSocket when empty.
+	Socket string
+	// HookTimeout bounds one hook request; hook.DefaultTimeout when zero.
+	HookTimeout time.Duration
+	// UnprotectedDir is where the hook records containers it let run unregistered;
+	// hook.DefaultUnprotectedDir when empty.
+	UnprotectedDir string
+	// PodWait is how long a hook waits for a pod the informer has not seen before it
+	// asks the API server; DefaultPodWait when zero.
+	PodWait time.Duration
+	// ReconcileInterval is the period of the reconciliation; DefaultReconcileInterval
+	// when zero.
+	ReconcileInterval time.Duration
+
+	// PinDir is the BPF enforcer's bpffs directory; bpf.DefaultPinDir when empty.
+	PinDir string
+	// AppArmor configures loading AppArmor profiles.
+	AppArmor apparmor.Config
+	// SeccompRoot is the kubelet's seccomp root; seccomp.DefaultRoot when empty.
+	SeccompRoot string
+	// Proc is where the node's procfs is mounted; "/proc" when empty.
+	Proc string
+
+	// Listen is the address of /metrics, /healthz and /readyz; DefaultListen when
+	// empty, "-" for none.
+	Listen string
+	// Events receives one JSON line (event.Record) per BPF decision; nil discards them.
+	Events *event.Writer
+	// Results, if set, is called with every policy's result on this node after each
+	// change (the node status writer).
+	Results func([]PolicyResult)
+	// Ready, if set, is called once the hook socket accepts requests, with the address
+	// of the HTTP listener ("" without one).
+	Ready func(httpAddr string)
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.NodeName == "" {
+		return errors.New("kube: no node name (set it from the pod's spec.nodeName)")
+	}
+	if c.REST == nil {
+		return errors.New("kube: no API server configuration")
+	}
+	if c.UnprotectedDir == "" {
+		c.UnprotectedDir = hook.DefaultUnprotectedDir
+	}
+	if c.PodWait == 0 {
+		c.PodWait = DefaultPodWait
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.Proc == "" {
+		c.Proc = "/proc"
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// agent is one run of the enforcer.
+type agent struct {
+	cfg     Config
+	log     *slog.Logger
+	kube    kubernetes.Interface
+	enf     *bpf.Enforcer // nil without BPF LSM
+	manager *profiles.Manager
+	reg     *registrar.Registrar
+	pods    cache.SharedIndexInformer
+	armor   cache.SharedIndexInformer
+	cluster cache.SharedIndexInformer
+	metrics *metrics
+
+	// policyChanged and podChanged wake the loops; buffered by one, so a burst of
+	// changes is one pass.
+	policyChanged chan struct{}
+	podChanged    chan struct{}
+
+	mu      sync.Mutex
+	results []PolicyResult
+	ready   atomic.Bool
+}
+
+// Run enforces the cluster's policies on the node until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	kube, err := kubernetes.NewForConfig(cfg.REST)
+	if err != nil {
+		return fmt.Errorf("kube: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg.REST)
+	if err != nil {
+		return fmt.Errorf("kube: %w", err)
+	}
+	a := &agent{
+		cfg: cfg, log: log, kube: kube,
+		policyChanged: make(chan struct{}, 1), podChanged: make(chan struct{}, 1),
+	}
+
+	// The node's enforcers. A missing one is reported, not fatal: policies that need
+	// it are Unsupported on this node, and its status says so.
+	pc := profiles.Config{Seccomp: seccomp.Store{Root: cfg.SeccompRoot}, Logger: log}
+	if enf, err := bpf.Load(bpf.Options{PinDir: cfg.PinDir, Logger: log}); err != nil {
+		pc.BPFMissing = err.Error()
+		log.Error("BPF LSM enforcer unavailable: policies with the BPF enforcer are not enforced by BPF on this node", "error", err)
+	} else {
+		a.enf = enf
+		defer enf.Close()
+		pc.BPF = enf
+		pc.MissingHooks = map[string]string{}
+		for _, h := range enf.Hooks() {
+			if !h.Attached {
+				pc.MissingHooks[h.Name] = h.Reason
+				log.Warn("LSM hook not attached: rules that need it are not enforced by BPF", "hook", h.Name, "reason", h.Reason)
+			}
+		}
+	}
+	if loader, err := apparmor.New(cfg.AppArmor); err != nil {
+		pc.AppArmorMissing = err.Error()
+		log.Error("AppArmor unavailable: policies with the AppArmor enforcer are not enforced by AppArmor on this node", "error", err)
+	} else {
+		pc.AppArmor = loader
+	}
+	a.manager = profiles.New(pc)
+
+	a.metrics = newMetrics(a)
+	var registry registrar.Registry
+	if a.enf != nil {
+		registry = a.enf
+	}
+	resolver := &podResolver{kube: kube, wait: cfg.PodWait}
+	a.reg, err = registrar.New(registrar.Config{
+		Registry: registry,
+		Resolve:  resolver.Resolve,
+		Profiles: a.manager.Lookup,
+		Proc:     cfg.Proc,
+		Observe:  a.metrics.observeRegistration,
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Informers: every policy, and the pods of this node only.
+	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	a.armor = df.ForResource(armorPolicies).Informer()
+	a.cluster = df.ForResource(clusterArmorPolicies).Informer()
+	if err := a.armor.SetTransform(typed(func() runtime.Object { return &v1alpha1.ArmorPolicy{} })); err != nil {
+		return err
+	}
+	if err := a.cluster.SetTransform(typed(func() runtime.Object { return &v1alpha1.ClusterArmorPolicy{} })); err != nil {
+		return err
+	}
+	kf := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+	}))
+	a.pods = kf.Core().V1().Pods().Informer()
+	if err := a.pods.AddIndexers(cache.Indexers{indexUID: podUID}); err != nil {
+		return err
+	}
+	resolver.pods = a.pods.GetIndexer()
+	wake := func(ch chan struct{}) cache.ResourceEventHandler {
+		poke := func() {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+		return cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { poke() },
+			UpdateFunc: func(any, any) { poke() },
+			DeleteFunc: func(any) { poke() },
+		}
+	}
+	for _, inf := range []cache.SharedIndexInformer{a.armor, a.cluster} {
+		if _, err := inf.AddEventHandler(wake(a.policyChanged)); err != nil {
+			return err
+		}
+	}
+	if _, err := a.pods.AddEventHandler(wake(a.podChanged)); err != nil {
+		return err
+	}
+
+	httpAddr, stopHTTP, err := a.serveHTTP()
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+
+	df.Start(ctx.Done())
+	kf.Start(ctx.Done())
+	log.Info("waiting for the policy and pod caches", "node", cfg.NodeName)
+	if !cache.WaitForCacheSync(ctx.Done(), a.armor.HasSynced, a.cluster.HasSynced, a.pods.HasSynced) {
+		return fmt.Errorf("kube: caches did not sync: %w", ctx.Err())
+	}
+	opts, err := cluster.CompileOptions(ctx, kube, cfg.APIServer, cfg.ClusterCIDRs)
+	if err != nil {
+		return fmt.Errorf("kube: %w", err)
+	}
+
+	// Every policy in place before the first hook is answered.
+	a.applyPolicies(ctx, opts)
+	if a.enf != nil {
+		a.reg.AdoptUnprotected(ctx, cfg.UnprotectedDir)
+	}
+	a.reconcile(ctx)
+
+	var events sync.WaitGroup
+	if a.enf != nil && cfg.Events != nil {
+		ch, err := a.enf.Events(ctx)
+		if err != nil {
+			return err
+		}
+		events.Add(1)
+		go func() {
+			defer events.Done()
+			for ev := range ch {
+				r := event.FromBPF(ev.Event, ev.Profile, ev.Rule, ev.PathText, ev.Address)
+				r.Container = a.reg.ContainerOf(r.MountNamespace)
+				if err := cfg.Events.Write(r); err != nil {
+					log.Error("write event", "error", err)
+				}
+			}
+		}()
+	}
+
+	srv, err := hook.Listen(hook.ServerConfig{Socket: cfg.Socket, Handler: a.reg, Timeout: cfg.HookTimeout, Logger: log})
+	if err != nil {
+		return err
+	}
+	a.ready.Store(true)
+	log.Info("enforcer ready", "node", cfg.NodeName, "socket", srv.Addr(), "http", httpAddr, "profiles", a.manager.IDs())
+	if cfg.Ready != nil {
+		cfg.Ready(httpAddr)
+	}
+
+	loops := sync.WaitGroup{}
+	loops.Add(2)
+	go func() {
+		defer loops.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.policyChanged:
+				a.applyPolicies(ctx, opts)
+			}
+		}
+	}()
+	go func() {
+		defer loops.Done()
+		tick := time.NewTicker(cfg.ReconcileInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			case <-a.podChanged:
+			}
+			a.reconcile(ctx)
+		}
+	}()
+
+	err = srv.Serve(ctx)
+	a.ready.Store(false)
+	loops.Wait()
+	events.Wait()
+	log.Info("enforcer stopped; every profile and registration stays in place")
+	return err
+}
+
+// applyPolicies compiles every policy and applies them to the node.
+func (a *agent) applyPolicies(ctx context.Context, opts compile.Options) {
+	start := time.Now()
+	compiled, meta, failed := compileAll(sources(a.armor.GetStore(), a.cluster.GetStore()), opts)
+	applied := a.manager.Apply(ctx, compiled)
+	results := make([]PolicyResult, 0, len(applied)+len(failed))
+	for _, r := range applied {
+		pr := meta[r.ProfileID]
+		pr.Enforcers = r.Enforcers
+		results = append(results, pr)
+	}
+	for _, f := range failed {
+		a.log.Error("policy does not compile on this node", "policy", fmt.Sprintf("%s %s/%s", f.Kind, f.Namespace, f.Name), "error", f.CompileError)
+		results = append(results, f)
+	}
+	a.metrics.observeApply(results, time.Since(start))
+	a.mu.Lock()
+	a.results = results
+	a.mu.Unlock()
+	a.log.Debug("policies applied", "policies", len(results), "took", time.Since(start).Round(time.Millisecond))
+	if a.cfg.Results != nil {
+		a.cfg.Results(results)
+	}
+	// A profile that is now loaded may let a container the hook refused be registered.
+	select {
+	case a.podChanged <- struct{}{}:
+	default:
+	}
+}
+
+// reconcile registers the node's sandboxed containers that are not registered and
+// removes registrations of namespaces that are gone.
+func (a *agent) reconcile(ctx context.Context) {
+	if a.enf == nil {
+		return
+	}
+	found, err := scanProc(a.cfg.Proc)
+	if err != nil {
+		a.log.Error("reconcile: scan processes", "error", err)
+		return
+	}
+	var running []registrar.Running
+	for _, c := range found {
+		objs, err := a.pods.GetIndexer().ByIndex(indexUID, string(c.PodUID))
+		if err != nil || len(objs) == 0 {
+			continue // a pod of another node's view, or gone
+		}
+		pod := objs[0].(*corev1.Pod)
+		name, ok := containerIDs(pod)[c.ID]
+		if !ok {
+			continue // the pause container, or one the kubelet has not reported yet
+		}
+		running = append(running, registrar.Running{
+			Request: hook.Request{Op: hook.OpRegister, ContainerID: c.ID, PID: c.PID, Annotations: podAnnotations(pod, name)},
+			Started: c.Started,
+		})
+	}
+	got, err := a.reg.Reconcile(ctx, running)
+	if err != nil {
+		a.log.Error("reconcile", "error", err)
+		return
+	}
+	for _, id := range got.Registered {
+		a.log.Warn("reconcile: container was running unregistered; registered now", "container", id)
+	}
+	for id, err := range got.Failed {
+		a.log.Error("reconcile: sandboxed container is not registered", "container", id, "error", err)
+	}
+	if len(got.Removed) > 0 {
+		a.log.Info("reconcile: registrations of gone containers removed", "mntns", got.Removed)
+	}
+	if len(got.Adopted) > 0 {
+		a.log.Info("reconcile: registrations of a previous enforcer adopted", "containers", got.Adopted)
+	}
+}
+
+// serveHTTP serves /metrics, /healthz and /readyz.
+func (a *agent) serveHTTP() (string, func(), error) {
+	if a.cfg.Listen == "-" {
+		return "", func() {}, nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), a.metrics)
+	if a.enf != nil {
+		reg.MustRegister(bpf.NewCollector(a.enf))
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not ready: loading policies", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return "", nil, fmt.Errorf("kube: listen %s: %w", a.cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	return ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// Pods are indexed by UID, which the cgroup of their containers names.
+const indexUID = "uid"
+
+func podUID(obj any) ([]string, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		return []string{string(p.UID)}, nil
+	}
+	return nil, nil
+}

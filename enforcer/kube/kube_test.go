@@ -1,0 +1,146 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+)
+
+const (
+	uid = "0b7a1c2d-3e4f-5a6b-7c8d-9e0f1a2b3c4d"
+	cid = "4f1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
+)
+
+func TestParseCgroup(t *testing.T) {
+	us := strings.ReplaceAll(uid, "-", "_")
+	tests := map[string]struct {
+		data string
+		ok   bool
+	}{
+		"containerd, systemd driver":  {"0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + us + ".slice/cri-containerd-" + cid + ".scope\n", true},
+		"containerd, cgroupfs driver": {"0::/kubepods/burstable/pod" + uid + "/" + cid + "\n", true},
+		"CRI-O, guaranteed":           {"0::/kubepods.slice/kubepods-pod" + us + ".slice/crio-" + cid + ".scope\n", true},
+		"cgroup v1":                   {"12:pids:/kubepods/pod" + uid + "/" + cid + "\n11:cpu:/kubepods/pod" + uid + "/" + cid + "\n", true},
+		"a host service":              {"0::/system.slice/containerd.service\n", false},
+		"a container outside a pod":   {"0::/default/" + cid + "\n", false},
+		"garbage":                     {"\x00:::\n", false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			id, pod, ok := parseCgroup([]byte(tc.data))
+			if ok != tc.ok || (ok && (id != cid || pod != uid)) {
+				t.Errorf("got %q %q %v", id, pod, ok)
+			}
+		})
+	}
+}
+
+func TestScanProc(t *testing.T) {
+	proc := t.TempDir()
+	write := func(name, data string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(proc, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("stat", "cpu 1 2 3\nbtime 1700000000\n")
+	cg := "0::/kubepods/pod" + uid + "/" + cid + "\n"
+	// pid 30 started first (tick 500): the container's init; 31 later; 40 is a host process.
+	stat := func(pid, ticks int) string {
+		return fmt.Sprintf("%d (sh (odd) name) S 1 %d %d 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 %d 2297856 200 18446744073709551615\n", pid, pid, pid, ticks)
+	}
+	write("30/cgroup", cg)
+	write("30/stat", stat(30, 500))
+	write("31/cgroup", cg)
+	write("31/stat", stat(31, 900))
+	write("40/cgroup", "0::/system.slice/kubelet.service\n")
+	write("40/stat", stat(40, 100))
+	got, err := scanProc(proc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := procContainer{ID: cid, PodUID: uid, PID: 30, Started: time.Unix(1700000005, 0)}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	labelled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: uid, Labels: map[string]string{v1alpha1.LabelProfile: "ap.shop.web"}}}
+	plain := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "plain", UID: "u2"}}
+	late := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "late", UID: "u3", Labels: map[string]string{v1alpha1.LabelProfile: "ap.shop.late"}}}
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, p := range []*corev1.Pod{labelled, plain} {
+		if err := store.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The API server knows "late", which the informer has not seen yet.
+	r := &podResolver{pods: store, kube: fake.NewClientset(late), wait: 50 * time.Millisecond}
+	ann := func(ns, name, uid, typ string) map[string]string {
+		return map[string]string{
+			"io.kubernetes.cri.container-type": typ, "io.kubernetes.cri.sandbox-namespace": ns,
+			"io.kubernetes.cri.sandbox-name": name, "io.kubernetes.cri.sandbox-uid": uid,
+			"io.kubernetes.cri.container-name": "app",
+		}
+	}
+	tests := map[string]struct {
+		annotations map[string]string
+		want        string
+		wantErr     string
+	}{
+		"a container of a labelled pod":          {annotations: ann("shop", "web", uid, "container"), want: "ap.shop.web"},
+		"its pause container":                    {annotations: ann("shop", "web", uid, "sandbox")},
+		"a container of a pod without the label": {annotations: ann("shop", "plain", "u2", "container")},
+		"a pod only the API server knows yet":    {annotations: ann("shop", "late", "u3", "container"), want: "ap.shop.late"},
+		"a pod that does not exist":              {annotations: ann("shop", "ghost", "u9", "container"), wantErr: "pod shop/ghost does not exist"},
+		"a recreated pod with the same name":     {annotations: ann("shop", "late", "u-old", "container"), wantErr: "not the container's pod u-old"},
+		"CRI-O's annotations":                    {annotations: map[string]string{"io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.name": "web", "io.kubernetes.pod.uid": uid, "io.kubernetes.cri-o.ContainerType": "container"}, want: "ap.shop.web"},
+		"not a Kubernetes container, annotated":  {annotations: map[string]string{hook.AnnotationProfile: "ap.x.y"}, want: "ap.x.y"},
+		"a pod's container cannot choose its profile": {annotations: func() map[string]string {
+			a := ann("shop", "plain", "u2", "container")
+			a[hook.AnnotationProfile] = "ap.x.y"
+			return a
+		}()},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := r.Resolve(context.Background(), hook.Request{ContainerID: "c", Annotations: tc.annotations})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestContainerIDs(t *testing.T) {
+	pod := &corev1.Pod{Status: corev1.PodStatus{
+		InitContainerStatuses:      []corev1.ContainerStatus{{Name: "init", ContainerID: "containerd://aa"}},
+		ContainerStatuses:          []corev1.ContainerStatus{{Name: "app", ContainerID: "cri-o://bb"}, {Name: "waiting"}},
+		EphemeralContainerStatuses: []corev1.ContainerStatus{{Name: "debugger", ContainerID: "containerd://cc"}},
+	}}
+	if got := fmt.Sprint(containerIDs(pod)); got != "map[aa:init bb:app cc:debugger]" {
+		t.Errorf("got %s", got)
+	}
+}
