@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/nri/pkg/adaptation"
 	"github.com/containerd/nri/pkg/api"
 	nrilog "github.com/containerd/nri/pkg/log"
+	validator "github.com/containerd/nri/plugins/default-validator/builtin"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -132,6 +133,39 @@ func TestCreateContainerRefusesABadProfile(t *testing.T) {
 	}
 	if want := `podarmor: container odd of pod shop/odd: profile id "-not-a-label-value-"`; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q, want one containing %q", err, want)
+	}
+}
+
+// A sandboxed pod that names the plugin as required (the annotation the default
+// validator reads) is refused while the plugin is away, instead of starting without the
+// hook; other pods are not held up.
+func TestRequiredPluginAnnotationFailsClosedWithoutThePlugin(t *testing.T) {
+	required := &api.PodSandbox{Id: "pod-r", Name: "pay", Namespace: "shop", Uid: "uid-r",
+		Labels:      map[string]string{"podarmor.io/profile": "ap.shop.pay"},
+		Annotations: map[string]string{"required-plugins.noderesource.dev": `["podarmor"]`}}
+	validate := adaptation.WithDefaultValidator(&validator.DefaultValidatorConfig{Enable: true})
+	create := func(rt *runtime, pod *api.PodSandbox, id string) (*api.CreateContainerResponse, error) {
+		return rt.a.CreateContainer(context.Background(), &api.CreateContainerRequest{Pod: pod,
+			Container: &api.Container{Id: id, PodSandboxId: pod.Id, Name: id}})
+	}
+
+	without := startRuntime(t, filepath.Join(t.TempDir(), "nri.sock"), nil, nil, validate)
+	if _, err := create(without, required, "c-1"); err == nil || !strings.Contains(err.Error(), `required plugin "podarmor" not present`) {
+		t.Errorf("without the plugin: error %v, want the required plugin named as missing", err)
+	}
+	if _, err := create(without, plain, "c-2"); err != nil {
+		t.Errorf("without the plugin, a pod that does not require it: %v", err)
+	}
+
+	with := startRuntime(t, filepath.Join(t.TempDir(), "nri.sock"), nil, nil, validate)
+	startPlugin(t, with.socket, nil)
+	with.waitPlugins(t, 2) // the default validator is a plugin too
+	rpl, err := create(with, required, "c-3")
+	if err != nil {
+		t.Fatalf("with the plugin: %v", err)
+	}
+	if d := cmp.Diff([]*api.Hook{wantHook()}, rpl.GetAdjust().GetHooks().GetCreateRuntime(), protocmp.Transform()); d != "" {
+		t.Errorf("with the plugin, createRuntime hooks (-want +got):\n%s", d)
 	}
 }
 
@@ -322,15 +356,17 @@ type runtime struct {
 	relay   *relay
 }
 
-func startRuntime(t *testing.T, socket string, pods []*api.PodSandbox, ctrs []*api.Container) *runtime {
+func startRuntime(t *testing.T, socket string, pods []*api.PodSandbox, ctrs []*api.Container, opts ...adaptation.Option) *runtime {
 	t.Helper()
 	dir := t.TempDir()
 	m := newMetrics()
 	a, err := adaptation.New("test-runtime", "v0", syncWith(pods, ctrs), noUpdates,
-		adaptation.WithSocketPath(filepath.Join(dir, "adaptation.sock")),
-		adaptation.WithPluginPath(filepath.Join(dir, "plugins")),
-		adaptation.WithPluginConfigPath(filepath.Join(dir, "conf.d")),
-		adaptation.WithMetrics(m))
+		append([]adaptation.Option{
+			adaptation.WithSocketPath(filepath.Join(dir, "adaptation.sock")),
+			adaptation.WithPluginPath(filepath.Join(dir, "plugins")),
+			adaptation.WithPluginConfigPath(filepath.Join(dir, "conf.d")),
+			adaptation.WithMetrics(m),
+		}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
