@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
@@ -163,9 +164,10 @@ type Observer interface {
 // OCI hook into the containers of sandboxed pods, and reports the runtime's containers to
 // an Observer.
 type Plugin struct {
-	cfg Config
-	log *slog.Logger
-	q   queue
+	cfg       Config
+	log       *slog.Logger
+	q         queue
+	connected atomic.Bool
 }
 
 // New checks cfg and returns a plugin; Run connects it.
@@ -177,6 +179,11 @@ func New(cfg Config) (*Plugin, error) {
 	p.q.wake = make(chan struct{}, 1)
 	return p, nil
 }
+
+// Connected reports whether the plugin is registered with the runtime now: while it is
+// not, the runtime creates containers without asking it, so without the hook. The
+// enforcer's readiness can use it.
+func (p *Plugin) Connected() bool { return p.connected.Load() }
 
 // Run connects to the runtime and serves it until ctx ends, reconnecting with backoff
 // whenever the connection fails or the runtime closes it (a runtime restart does). It
@@ -277,6 +284,8 @@ func (p *Plugin) session(ctx context.Context) (connected bool, err error) {
 	}
 	p.log.Info("NRI: connected to the runtime", "socket", p.cfg.Socket,
 		"plugin", p.cfg.PluginIndex+"-"+p.cfg.PluginName, "runtimeNRIVersion", s.RuntimeNRIVersion())
+	p.connected.Store(true)
+	defer p.connected.Store(false)
 	select {
 	case <-closed:
 		return true, errors.New("the runtime closed the connection")

@@ -224,14 +224,16 @@ func TestPluginReconnectsWhenTheRuntimeRestarts(t *testing.T) {
 	first := startRuntime(t, socket, []*api.PodSandbox{sandboxed},
 		[]*api.Container{{Id: "c-web", PodSandboxId: "pod-a", Name: "web", State: api.ContainerState_CONTAINER_RUNNING, Pid: 4242}})
 	obs := newObserver()
-	startPlugin(t, socket, obs)
+	p := startPlugin(t, socket, obs)
 	obs.expect(t, event{"synchronized", []Container{{ID: "c-web", Name: "web", State: StateRunning, PID: 4242,
 		PodNamespace: "shop", PodName: "web", PodUID: "uid-a", PodLabels: sandboxed.Labels, Profile: "ap.shop.web"}}})
 	first.waitPlugins(t, 1)
+	waitFor(t, "the plugin to say it is connected", p.Connected)
 
 	// The runtime goes away: its socket and the plugin's connection with it. Let the
 	// plugin fail to connect a few times before the runtime is back.
 	first.crash()
+	waitFor(t, "the plugin to say it is not connected", func() bool { return !p.Connected() })
 	time.Sleep(300 * time.Millisecond)
 
 	// The new runtime knows a container created while the plugin was away.
@@ -247,6 +249,7 @@ func TestPluginReconnectsWhenTheRuntimeRestarts(t *testing.T) {
 			PodLabels: sandboxed.Labels, Profile: "ap.shop.web"},
 	}})
 	second.waitPlugins(t, 1)
+	waitFor(t, "the plugin to say it is connected again", p.Connected)
 
 	rpl, err := second.a.CreateContainer(context.Background(), &api.CreateContainerRequest{Pod: sandboxed,
 		Container: &api.Container{Id: "c-new", PodSandboxId: "pod-a", Name: "new"}})
@@ -272,6 +275,9 @@ func TestRunReturnsWhenItsContextEnds(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	time.Sleep(100 * time.Millisecond)
+	if p.Connected() {
+		t.Error("Connected with no runtime to connect to")
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -317,7 +323,7 @@ func noPluginReply(t *testing.T) *api.ContainerAdjustment {
 }
 
 // startPlugin runs a plugin against socket until the test ends.
-func startPlugin(t *testing.T, socket string, obs Observer) {
+func startPlugin(t *testing.T, socket string, obs Observer) *Plugin {
 	t.Helper()
 	cfg := Config{Socket: socket, Hook: HookConfig{Path: hookPath}, Logger: testLogger(t),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
@@ -342,6 +348,18 @@ func startPlugin(t *testing.T, socket string, obs Observer) {
 			t.Error("Run did not return within 10s of its context's end")
 		}
 	})
+	return p
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // runtime is NRI's runtime side in the test. The adaptation listens on a socket of its
