@@ -17,6 +17,7 @@ func AddToScheme(s *runtime.Scheme) error {
 	s.AddKnownTypes(SchemeGroupVersion,
 		&ArmorPolicy{}, &ArmorPolicyList{},
 		&ClusterArmorPolicy{}, &ClusterArmorPolicyList{},
+		&ArmorNodeStatus{}, &ArmorNodeStatusList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
