@@ -15,6 +15,7 @@
 package kube
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,7 @@ import (
 	"github.com/podarmor/podarmor/enforcer/bpf"
 	"github.com/podarmor/podarmor/enforcer/event"
 	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/enforcer/nri"
 	"github.com/podarmor/podarmor/enforcer/profiles"
 	"github.com/podarmor/podarmor/enforcer/registrar"
 	"github.com/podarmor/podarmor/enforcer/seccomp"
@@ -84,6 +86,11 @@ type Config struct {
 	// when zero.
 	ReconcileInterval time.Duration
 
+	// NRI, when its Hook.Path is set, runs the NRI plugin (enforcer/nri) that injects
+	// the OCI hook into the containers of sandboxed pods; its Socket and the hook's
+	// socket, timeout and unprotected directory default to the fields above.
+	NRI nri.Config
+
 	// PinDir is the BPF enforcer's bpffs directory; bpf.DefaultPinDir when empty.
 	PinDir string
 	// AppArmor configures loading AppArmor profiles.
@@ -104,6 +111,9 @@ type Config struct {
 	// Ready, if set, is called once the hook socket accepts requests, with the address
 	// of the HTTP listener ("" without one).
 	Ready func(httpAddr string)
+	// Loaded, if set, is called with the BPF enforcer once it is loaded (tests look
+	// into its maps through it).
+	Loaded func(*bpf.Enforcer)
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -187,6 +197,9 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		a.enf = enf
 		defer enf.Close()
+		if cfg.Loaded != nil {
+			cfg.Loaded(enf)
+		}
 		pc.BPF = enf
 		pc.MissingHooks = map[string]string{}
 		for _, h := range enf.Hooks() {
@@ -316,6 +329,25 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	loops := sync.WaitGroup{}
+	if cfg.NRI.Hook.Path != "" {
+		n := cfg.NRI
+		n.Hook.Socket = cmp.Or(n.Hook.Socket, cfg.Socket)
+		n.Hook.Timeout = cmp.Or(n.Hook.Timeout, cfg.HookTimeout)
+		n.Hook.UnprotectedDir = cmp.Or(n.Hook.UnprotectedDir, cfg.UnprotectedDir)
+		n.Observer = nriObserver{a}
+		n.Logger = log
+		plugin, err := nri.New(n)
+		if err != nil {
+			return err
+		}
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			if err := plugin.Run(ctx); err != nil {
+				log.Error("NRI plugin stopped", "error", err)
+			}
+		}()
+	}
 	loops.Add(2)
 	go func() {
 		defer loops.Done()
@@ -455,6 +487,22 @@ func (a *agent) serveHTTP() (string, func(), error) {
 	go srv.Serve(ln) //nolint:errcheck // ends with Close
 	return ln.Addr().String(), func() { srv.Close() }, nil
 }
+
+// nriObserver reconciles when the runtime reports containers: at every connection
+// (containers created while the plugin was away have no hook) and at every start.
+type nriObserver struct{ a *agent }
+
+func (o nriObserver) poke() {
+	select {
+	case o.a.podChanged <- struct{}{}:
+	default:
+	}
+}
+
+func (o nriObserver) Synchronized([]nri.Container)  { o.poke() }
+func (o nriObserver) ContainerStarted(nri.Container) { o.poke() }
+func (o nriObserver) ContainerStopped(nri.Container) {}
+func (o nriObserver) ContainerRemoved(nri.Container) {}
 
 // Pods are indexed by UID, which the cgroup of their containers names.
 const indexUID = "uid"

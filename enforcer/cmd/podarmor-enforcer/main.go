@@ -35,6 +35,7 @@ import (
 	"github.com/podarmor/podarmor/enforcer/event"
 	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/enforcer/kube"
+	"github.com/podarmor/podarmor/enforcer/nri"
 	"github.com/podarmor/podarmor/enforcer/seccomp"
 	"github.com/podarmor/podarmor/enforcer/standalone"
 	"github.com/podarmor/podarmor/enforcer/trial"
@@ -74,6 +75,8 @@ const (
 	keyReconcile      = "reconcile-interval"
 	keyListen         = "listen"
 	keyProc           = "proc"
+	keyNRIHook        = "nri-hook-path"
+	keyNRISocket      = "nri-socket"
 )
 
 // common is the configuration every subcommand has.
@@ -150,6 +153,9 @@ type kubernetesConfig struct {
 	AppArmorParser    string        `mapstructure:"apparmor-parser"`
 	UnprotectedDir    string        `mapstructure:"unprotected-dir"`
 	Proc              string        `mapstructure:"proc"`
+	NRIHookPath       string        `mapstructure:"nri-hook-path"`
+	NRISocket         string        `mapstructure:"nri-socket"`
+	OnUnavailable     string        `mapstructure:"on-unavailable"`
 }
 
 // tryConfig is try-guest's.
@@ -237,6 +243,9 @@ var subcommands = map[string]subcommand{
 			fs.String(keyAppArmorParser, "", "apparmor_parser binary (default: from PATH)")
 			fs.String(keyUnprotectedDir, hook.DefaultUnprotectedDir, "where the hook records containers it let run unregistered; they are registered at start")
 			fs.String(keyProc, "/proc", "where the node's procfs is mounted")
+			fs.String(keyNRIHook, "", "podarmor-enforcer's path on the node: runs the NRI plugin that injects `podarmor-enforcer oci-hook` into the containers of sandboxed pods (empty: no NRI plugin)")
+			fs.String(keyNRISocket, nri.DefaultSocket, "the container runtime's NRI socket")
+			fs.String(keyOnUnavailable, string(hook.Refuse), "the injected hook's --on-unavailable: refuse or allow")
 		},
 		run: runKubernetes,
 	},
@@ -415,6 +424,11 @@ func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
 	if !ok {
 		return 2
 	}
+	on, err := hook.ParseOnUnavailable(cfg.OnUnavailable)
+	if err != nil {
+		log.Error("--"+keyOnUnavailable, "error", err)
+		return 2
+	}
 	rest, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		log.Error("API server configuration", "error", err)
@@ -440,9 +454,13 @@ func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
 		AppArmor:          apparmor.Config{Parser: cfg.AppArmorParser, Dir: cfg.AppArmorDir},
 		SeccompRoot:       cfg.SeccompRoot,
 		Proc:              cfg.Proc,
-		Listen:            cfg.Listen,
-		Events:            event.NewWriter(events),
-		Logger:            log,
+		NRI: nri.Config{
+			Socket: cfg.NRISocket,
+			Hook:   nri.HookConfig{Path: cfg.NRIHookPath, OnUnavailable: on},
+		},
+		Listen: cfg.Listen,
+		Events: event.NewWriter(events),
+		Logger: log,
 	})
 	if err != nil {
 		log.Error("podarmor-enforcer kubernetes stopped", "error", err)
