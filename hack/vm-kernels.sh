@@ -11,15 +11,19 @@
 #
 # The series are Debian's stable kernels: 6.1 from bookworm, 6.12 from trixie. Each is the
 # package that Debian's `linux-image-amd64` depends on (linux-image-6.1.0-N-amd64, ...),
-# fetched with `apt-get download` and unpacked without installing it. Only boot/ is
-# unpacked (the modules are most of the package; the VMs load none), and three files are
-# kept in
+# fetched with `apt-get download` and unpacked without installing it. Three files and the
+# few modules of the VM's network device are kept in
 #   ${XDG_CACHE_HOME:-~/.cache}/podarmor/kernels/SERIES/DEBIAN-VERSION/
 #     vmlinuz-RELEASE   the bzImage as Debian ships it
 #     config-RELEASE    its configuration, which tells what is built in
 #     vmlinux-RELEASE   the kernel ELF taken out of the bzImage: QEMU boots it directly
 #                       (PVH), 3-5 s faster a boot under TCG; its .BTF section is this
 #                       kernel's BTF (bpftool btf dump file vmlinux-RELEASE format c)
+#     modules-RELEASE/  virtio_net and virtio_pci (where they are modules, not built in)
+#                       with every module they depend on, uncompressed, and `order`: their
+#                       file names, one a line, each after those it depends on. e2e/vm
+#                       loads them (insmod, in that order) only in a VM that asks for a
+#                       network forward (vm.Config.Forwards); no other boot carries them.
 # The printed path is the vmlinux. The script checks that the config has BPF LSM,
 # AppArmor and BTF built in, since the tests rely on all three.
 #
@@ -32,7 +36,9 @@
 # A second run finds the cached kernels and says so without touching the network. With
 # --refresh it updates the private lists and fetches a newer kernel if the suite has one;
 # the older one stays in the cache, unused. Concurrent runs (go test runs packages in
-# parallel) wait for each other on a lock.
+# parallel) wait for each other on a lock. A kernel cached before the modules were kept
+# gets them added once: the package is fetched again and only modules-RELEASE/ is moved
+# in beside the kernel, which stays as it is.
 #
 # Environment:
 #   PODARMOR_KERNEL_CACHE   cache directory (default .../podarmor/kernels as above)
@@ -85,13 +91,23 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 
-# cached prints the vmlinux of the newest cached kernel of SERIES, if there is one. A
-# version directory exists only complete (it is renamed into place).
+# complete prints the vmlinux in the version directory DIR if DIR also has the modules
+# directory of the same release. A version directory, and a modules directory added to an
+# older one, exist only complete (they are renamed into place).
+complete() {
+	local vmlinux
+	vmlinux="$(find "$1" -maxdepth 1 -name 'vmlinux-*' -type f | head -n 1)"
+	[[ -n "$vmlinux" && -f "$1/modules-${vmlinux##*/vmlinux-}/order" ]] || return 1
+	echo "$vmlinux"
+}
+
+# cached prints the vmlinux of the newest cached kernel of SERIES, if there is one and it
+# is complete.
 cached() {
 	local dir
 	dir="$(find "$cache/$1" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort -V | tail -n 1)"
 	[[ -n "$dir" ]] || return 1
-	find "$dir" -maxdepth 1 -name 'vmlinux-*' -type f | head -n 1 | grep .
+	complete "$dir"
 }
 
 # mirrors prints the main and the security archive URIs the machine's own apt sources use
@@ -201,9 +217,87 @@ check_config() {
 	done
 }
 
+# net_modules copies the modules of the VM's network device, with those they depend on,
+# from the unpacked package ROOT into the directory OUT, uncompressed, and writes OUT/order.
+# CONFIG tells which of the roots are built in. A module's dependencies are the
+# depends= field of its .modinfo section (the package ships no modules.dep, and the host
+# needs no kmod for this); its vermagic must name RELEASE.
+net_modules() {
+	local root="$1" config="$2" release="$3" out="$4" ko name
+	local -A path=() state=()
+	local order=()
+	while IFS= read -r ko; do
+		name="${ko##*/}"
+		name="${name%%.ko*}"
+		path["${name//-/_}"]="$ko"
+	done < <(find "$root" -path '*/modules/*' -name '*.ko*' -type f)
+	((${#path[@]})) || {
+		log "$release: the package has no modules"
+		return 1
+	}
+	mkdir -p "$out"
+
+	# visit copies module $1 after the modules it depends on (depth first).
+	visit() {
+		local name="$1" src dst dep deps info
+		case "${state[$name]:-}" in
+		done) return ;;
+		active)
+			log "$release: the modules depend on each other in a cycle through $name"
+			return 1
+			;;
+		esac
+		src="${path[$name]:-}"
+		[[ -n "$src" ]] || {
+			log "$release: module $name is not in the package"
+			return 1
+		}
+		state[$name]=active
+		dst="$out/$name.ko"
+		case "$src" in
+		*.ko) cp "$src" "$dst" ;;
+		*.ko.xz) xz -dc "$src" >"$dst" ;;
+		*.ko.zst) zstd -dcq "$src" >"$dst" ;;
+		*.ko.gz) gzip -dc "$src" >"$dst" ;;
+		*)
+			log "$release: $src: unknown module compression"
+			return 1
+			;;
+		esac
+		info="$(tr '\0' '\n' <"$dst" | grep -a -E '^(depends|vermagic)=')"
+		[[ $'\n'"$info" == *$'\n'"vermagic=$release "* ]] || {
+			log "$release: $src was not built for this kernel: $(grep -a '^vermagic=' <<<"$info")"
+			return 1
+		}
+		deps="$(sed -n 's/^depends=//p' <<<"$info" | tr ',' ' ')"
+		for dep in $deps; do
+			visit "${dep//-/_}"
+		done
+		state[$name]="done"
+		order+=("$name.ko")
+	}
+
+	# virtio_pci finds the NIC on the PCI bus; virtio_net drives it. A root that the
+	# config builds in is left out (virtio_pci is =y on 6.12, =m on 6.1).
+	local root_mod opt
+	for root_mod in virtio_pci virtio_net; do
+		opt="CONFIG_${root_mod^^}"
+		if grep -qx "$opt=y" "$config"; then
+			continue
+		fi
+		grep -qx "$opt=m" "$config" || {
+			log "$release: $opt is neither =y nor =m; the VM's network device cannot work"
+			return 1
+		}
+		visit "$root_mod"
+	done
+	printf '%s\n' "${order[@]}" >"$out/order"
+	log "$release: network modules ${order[*]}"
+}
+
 # fetch downloads the kernel of SERIES into the cache and prints its vmlinux.
 fetch() {
-	local series="$1" suite pkg version dest tmp deb vmlinuz
+	local series="$1" suite pkg version dest tmp deb vmlinuz config release
 	suite="$(suite_of "$series")"
 	apt_setup "$suite"
 	if ((refresh)) || ! compgen -G "$apt_lists/*_Packages*" >/dev/null; then
@@ -219,15 +313,18 @@ fetch() {
 	}
 	version="$(apt-cache "${apt_opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" { print $2; exit }')"
 	dest="$cache/$series/$version"
-	if [[ -d "$dest" ]]; then
+	if [[ -d "$dest" ]] && complete "$dest" >/dev/null; then
 		log "$series: $pkg $version is the newest in $suite and cached"
-		cached "$series"
+		complete "$dest"
 		return
 	fi
 
 	tmp="$(mktemp -d "$cache/.fetch-$series.XXXXXX")"
 	# shellcheck disable=SC2064 # expand $tmp now: it is local
 	trap "rm -rf '$tmp'" RETURN
+	if [[ -d "$dest" ]]; then
+		log "$series: $pkg $version is cached without its network modules; fetching it again for them"
+	fi
 	log "$series: downloading $pkg $version from $suite"
 	# A list older than the archive names a .deb that is gone: update once and retry.
 	if ! (cd "$tmp" && apt-get "${apt_opts[@]}" -qq download "$pkg=$version" >&2); then
@@ -242,20 +339,36 @@ fetch() {
 		return 1
 	}
 
-	# boot/ only: everything the tests use is built in, and the VMs load no modules.
+	# boot/ and the modules (lib/modules on 6.1, usr/lib/modules on 6.12), of which
+	# net_modules keeps a few: unpacking them all costs 0-4 s more than boot/ alone,
+	# since the whole stream is decompressed either way.
 	mkdir "$tmp/root" "$tmp/out"
-	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/root" --wildcards './boot/*'
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/root" --wildcards './boot/*' '*/modules/*'
 	cp "$tmp"/root/boot/vmlinuz-* "$tmp"/root/boot/config-* "$tmp/out/" || {
 		log "$series: $pkg $version has no boot/vmlinuz-* and boot/config-*"
 		return 1
 	}
-	check_config "$(find "$tmp/out" -name 'config-*' | head -n 1)"
+	config="$(find "$tmp/out" -name 'config-*' | head -n 1)"
+	check_config "$config"
 	vmlinuz="$(find "$tmp/out" -name 'vmlinuz-*' | head -n 1)"
-	extract_vmlinux "$vmlinuz" "$tmp/out/vmlinux-${vmlinuz##*/vmlinuz-}"
+	release="${vmlinuz##*/vmlinuz-}"
+	net_modules "$tmp/root" "$config" "$release" "$tmp/out/modules-$release"
 	mkdir -p "$cache/$series"
-	mv "$tmp/out" "$dest"
+	if [[ -d "$dest" ]]; then
+		# A kernel cached before the modules were: add them, leave the rest alone
+		# (a test may be booting that vmlinux right now).
+		[[ -f "$dest/vmlinux-$release" ]] || {
+			log "$series: $dest holds no vmlinux-$release; remove it and run again"
+			return 1
+		}
+		rm -rf "$dest/modules-$release"
+		mv "$tmp/out/modules-$release" "$dest/"
+	else
+		extract_vmlinux "$vmlinuz" "$tmp/out/vmlinux-$release"
+		mv "$tmp/out" "$dest"
+	fi
 	log "$series: cached $dest"
-	cached "$series"
+	complete "$dest"
 }
 
 for s in "${series[@]}"; do
