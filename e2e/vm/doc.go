@@ -50,7 +50,8 @@
 //
 // # The guest
 //
-// The VM has no disk and no network device. Its root is an initramfs: busybox (every
+// The VM has no disk and, unless Config.Forwards asks for one, no network device (see
+// "Reaching the host" below). Its root is an initramfs: busybox (every
 // applet), runc, apparmor_parser, aa-exec and aa-status from the host's Debian packages
 // with their libraries, apparmor_parser's configuration and includes, and the caller's
 // files over them. /init (init.sh) mounts proc, sysfs, securityfs, tracefs, devtmpfs,
@@ -59,9 +60,38 @@
 // child with stdin from /dev/null, and powers off. The kernel command line is
 // "console=ttyS0 quiet panic=-1 lsm=landlock,lockdown,yama,apparmor,bpf
 // cryptomgr.notests" and QEMU runs with -no-reboot, so a kernel panic ends the VM at
-// once. No kernel modules are available (overlayfs, for one, is a module in Debian's
-// kernels); everything the tests need is built in. The root is the initramfs, on which
-// pivot_root fails: run containers with `runc run --no-pivot`.
+// once. No kernel modules are available but the network device's, and those only in a
+// VM with forwards (overlayfs, for one, is a module in Debian's kernels); everything
+// else the tests need is built in. The root is the initramfs, on which pivot_root
+// fails: run containers with `runc run --no-pivot`.
+//
+// # Reaching the host
+//
+// A guest that must talk to something the test runs on the host, such as a
+// kube-apiserver from e2e/framework on 127.0.0.1, gets it through Config.Forwards (or
+// GoTest.Forwards):
+//
+//	vm.RunGoTest(t, series, vm.GoTest{
+//		Package:  ".",
+//		Forwards: []vm.Forward{{GuestAddr: vm.ForwardIP + ":6443", Host: apiserverAddr}},
+//		Args:     []string{"-apiserver=https://" + vm.ForwardIP + ":6443"},
+//	})
+//
+// The VM then has a virtio NIC on QEMU's user-mode network (10.0.2.0/24) with
+// restrict=on, so the guest reaches nothing outside: not QEMU's gateway 10.0.2.2 (which
+// otherwise leads to the host's loopback), not its DNS server, nothing beyond (there
+// is no default route). Each forward is a guestfwd rule: a connection the guest opens
+// to GuestAddr is handed to `busybox nc` on the host, which connects to a relay that
+// Run keeps on 127.0.0.1 for the forward, which connects to Host. Every guest
+// connection gets a host connection of its own, and Run ends them all when the VM has
+// exited. /init loads the NIC's modules (virtio_net and what it depends on, and
+// virtio_pci on 6.1, where it is a module; hack/vm-kernels.sh keeps them beside the
+// kernel) and gives eth0 the address GuestIP/24, before the command starts: about 0.2 s
+// more of the guest's boot, by its instruction-counting clock (Bench).
+//
+// A TLS server on the host is reached at an address its certificate does not name:
+// verify it against a name it does (a kubeconfig's tls-server-name, e.g. "localhost"
+// for e2e/framework's kube-apiserver).
 //
 // # How it is fast and exact
 //

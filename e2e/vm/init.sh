@@ -3,8 +3,8 @@
 #
 # The kernel runs it as PID 1 from the initramfs. It mounts what a node has
 # (proc, sysfs, securityfs, tracefs, devtmpfs, bpffs, cgroup2, tmpfs on /tmp
-# and /run), brings up loopback, runs the one command of this boot from
-# /podarmor/cmd (written by vm.Run) and powers off.
+# and /run), brings up loopback (and eth0 in a VM with forwards), runs the one
+# command of this boot from /podarmor/cmd (written by vm.Run) and powers off.
 #
 # The command's stdout and stderr go to the second serial port (ttyS1), which
 # the host reads apart from the console (ttyS0): kernel messages never mix
@@ -73,6 +73,20 @@ must tmpfs /tmp 1777
 must tmpfs /run 0755
 must ip link set lo up
 must hostname podarmor-vm
+
+# A VM with forwards (vm.Config.Forwards) has a virtio NIC, whose drivers are
+# modules in Debian's kernels: /podarmor/net lists them in the order to load
+# them, and the guest's address. eth0 exists once virtio_net is loaded (the
+# probe runs as the driver registers). The address's prefix is the route to
+# the forwards, which are on-link; there is no default route.
+if [ -f /podarmor/net ]; then
+	. /podarmor/net
+	for module in $PODARMOR_NET_MODULES; do
+		must insmod "$module"
+	done
+	must ip addr add "$PODARMOR_NET_ADDR" dev eth0
+	must ip link set eth0 up
+fi
 
 # The output port stays raw: no \n -> \r\n, no echo. The command opens it
 # in a subshell, which is no session leader, so it does not become a

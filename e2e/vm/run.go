@@ -75,6 +75,15 @@ type Config struct {
 	Bench bool
 	// KernelArgs are appended to the kernel command line.
 	KernelArgs []string
+	// Forwards let the guest reach TCP ports on the host's loopback, e.g. a
+	// kube-apiserver the test started: Forward{GuestAddr: ForwardIP + ":6443", Host:
+	// "127.0.0.1:41234"}. With any, the VM gets a virtio NIC on QEMU's user-mode
+	// network with restrict=on, eth0 is GuestIP/24, and each forward's GuestAddr is
+	// relayed to its Host; the guest reaches nothing else: not the gateway, not DNS,
+	// no other host port, no route out. /init loads the NIC's modules (kept beside
+	// the kernel by hack/vm-kernels.sh) before the command starts, which adds under a
+	// second to the boot. Without forwards the VM has no network device.
+	Forwards []Forward
 	// Output, if set, receives the command's output as it arrives, a line at a time.
 	Output io.Writer
 }
@@ -114,6 +123,9 @@ func (c *Config) defaults() error {
 	if c.CPUs < 0 || (c.Bench && c.CPUs != 1) {
 		return fmt.Errorf("vm config: %d CPUs (a benchmark VM has exactly 1)", c.CPUs)
 	}
+	if err := validateForwards(c.Forwards); err != nil {
+		return fmt.Errorf("vm config: %w", err)
+	}
 	return nil
 }
 
@@ -144,7 +156,8 @@ type Result struct {
 // panicked, /init failed, the timeout killed QEMU), with the end of the console.
 //
 // QEMU runs with TCG (no KVM: nested KVM hangs on the machines we run on), one vCPU
-// unless cfg.CPUs says otherwise, no network device, the console on a serial port, and
+// unless cfg.CPUs says otherwise, no network device unless cfg.Forwards asks for one,
+// the console on a serial port, and
 // -no-reboot and panic=-1 so that a kernel panic ends it at once.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.defaults(); err != nil {
@@ -167,14 +180,37 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		File{Path: "/podarmor/run", Data: []byte("PODARMOR_NONCE=" + marker + "\n")},
 		File{Path: "/podarmor/cmd", Data: commandScript(cfg)},
 	)
-	initrd := filepath.Join(dir, "initramfs")
-	if err := writeInitramfs(initrd, files, cfg.Dirs); err != nil {
+	con := &console{nonce: marker, output: cfg.Output}
+	args := qemuArgs(cfg, initrd(dir))
+	if len(cfg.Forwards) > 0 {
+		netFiles, err := netFiles(cfg.Kernel)
+		if err != nil {
+			return Result{}, err
+		}
+		files = append(files, netFiles...)
+		busybox, err := hostTool("busybox")
+		if err != nil {
+			return Result{}, err
+		}
+		relays, err := startRelays(cfg.Forwards, con.note)
+		if err != nil {
+			return Result{}, err
+		}
+		// After QEMU has exited (deferred calls run last in first out).
+		defer closeRelays(relays)
+		ports := make([]int, len(relays))
+		for i, r := range relays {
+			ports[i] = r.port()
+		}
+		args = append(args, netArgs(cfg.Forwards, busybox, ports)...)
+	}
+	if err := writeInitramfs(initrd(dir), files, cfg.Dirs); err != nil {
 		return Result{}, err
 	}
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, qemu, qemuArgs(cfg, initrd)...)
+	cmd := exec.CommandContext(runCtx, qemu, args...)
 	cmd.WaitDelay = 5 * time.Second
 	// A test binary killed outright (go test's own timeout, ^C) takes QEMU with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -192,12 +228,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer outputR.Close()
 	cmd.ExtraFiles = []*os.File{outputW}
 	start := time.Now()
+	con.setStart(start)
 	err = cmd.Start()
 	outputW.Close()
 	if err != nil {
 		return Result{}, fmt.Errorf("start %s: %w", qemu, err)
 	}
-	con := &console{nonce: marker, output: cfg.Output, start: start}
 	var wg sync.WaitGroup
 	wg.Go(func() { con.readOutput(outputR) })
 	con.readConsole(consoleR)
@@ -250,8 +286,11 @@ func diagnostics(console, stderr string) string {
 	return b.String()
 }
 
-// qemuArgs is QEMU's command line for cfg: the console on stdout, the command's output
-// port on fd 3.
+// initrd is where Run writes the initramfs of a boot, in the boot's directory.
+func initrd(dir string) string { return filepath.Join(dir, "initramfs") }
+
+// qemuArgs is QEMU's command line for cfg, without its network (netArgs): the console
+// on stdout, the command's output port on fd 3.
 //
 // The kernel's crypto self-tests are skipped (cryptomgr.notests): under TCG they take
 // over a second of every 6.12 boot and test nothing of ours.
@@ -378,6 +417,20 @@ func readLines(r io.Reader, f func(string)) {
 			return
 		}
 	}
+}
+
+// setStart sets the time QEMU started, from which the boot time counts.
+func (c *console) setStart(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.start = t
+}
+
+// note adds a line of the host's own to the console log, e.g. a forward's failure.
+func (c *console) note(line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.all.WriteString(line + "\n")
 }
 
 func (c *console) result() Result {

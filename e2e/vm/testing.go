@@ -119,12 +119,13 @@ type GoTest struct {
 	// Files and Dirs go into the guest besides the binary and the testdata.
 	Files []File
 	Dirs  []string
-	// MemoryMiB, Timeout, CPUs, Bench and KernelArgs are those of Config.
+	// MemoryMiB, Timeout, CPUs, Bench, KernelArgs and Forwards are those of Config.
 	MemoryMiB  int
 	Timeout    time.Duration
 	CPUs       int
 	Bench      bool
 	KernelArgs []string
+	Forwards   []Forward
 }
 
 // guestPackageDir is where a test's package directory is in the guest: its testdata is
@@ -190,6 +191,7 @@ func RunGoTest(t *testing.T, series string, gt GoTest) Result {
 		CPUs:       gt.CPUs,
 		Bench:      gt.Bench,
 		KernelArgs: gt.KernelArgs,
+		Forwards:   gt.Forwards,
 	})
 	t.Logf("%s on %s: exit code %d; booted in %s (guest %s), %s in all",
 		filepath.Base(binary), series, res.ExitCode, res.Boot.Round(time.Millisecond),
