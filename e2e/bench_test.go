@@ -37,7 +37,7 @@ import (
 func BenchmarkPodCreate(b *testing.B) {
 	version := framework.Versions(b)[0]
 	cp := framework.StartControlPlane(b, framework.Options{Version: version})
-	wh := cp.StartWebhook(b, framework.WebhookOptions{Args: []string{"--default-policy", "baseline", "--log-level", "warn"}})
+	wh := cp.StartWebhook(b, framework.WebhookOptions{Args: []string{"--default-policy", "baseline", "--log-level", "warn", "--aggregate-policy-status=false"}})
 	e := &webhookEnv{cp: cp, wh: wh}
 	shop := cp.CreateNamespace(b, map[string]string{v1alpha1.LabelEnable: "true"})
 	plain := cp.CreateNamespace(b, nil)
@@ -54,6 +54,7 @@ func BenchmarkPodCreate(b *testing.B) {
 		b.Fatal(err)
 	}
 	baseline.Status = ready
+	baseline.Status.ObservedGeneration = baseline.Generation
 	if err := cp.Client.Status().Update(b.Context(), baseline); err != nil {
 		b.Fatal(err)
 	}

@@ -26,9 +26,12 @@ type webhookEnv struct {
 	fieldAware bool // the API server has securityContext.appArmorProfile (1.30+)
 }
 
+// startWebhookEnv starts a control plane and the webhook. The webhook does not
+// aggregate node reports into policy status here: these tests write the status
+// themselves (status_test.go tests the aggregation).
 func startWebhookEnv(t *testing.T, version string, args ...string) *webhookEnv {
 	cp := framework.StartControlPlane(t, framework.Options{Version: version})
-	wh := cp.StartWebhook(t, framework.WebhookOptions{Args: args})
+	wh := cp.StartWebhook(t, framework.WebhookOptions{Args: append([]string{"--aggregate-policy-status=false"}, args...)})
 	return &webhookEnv{cp: cp, wh: wh, fieldAware: !strings.HasPrefix(version, "v1.29")}
 }
 
@@ -55,6 +58,7 @@ func (e *webhookEnv) createPolicy(t *testing.T, p *v1alpha1.ArmorPolicy, status 
 	}
 	if status != nil {
 		p.Status = *status
+		p.Status.ObservedGeneration = p.Generation
 		if err := e.cp.Client.Status().Update(t.Context(), p); err != nil {
 			t.Fatalf("set status of ArmorPolicy %s: %v", p.Name, err)
 		}
@@ -69,6 +73,7 @@ func (e *webhookEnv) createClusterPolicy(t *testing.T, p *v1alpha1.ClusterArmorP
 	}
 	if status != nil {
 		p.Status = *status
+		p.Status.ObservedGeneration = p.Generation
 		if err := e.cp.Client.Status().Update(t.Context(), p); err != nil {
 			t.Fatalf("set status of ClusterArmorPolicy %s: %v", p.Name, err)
 		}

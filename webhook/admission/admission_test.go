@@ -38,7 +38,13 @@ func (s store) ClusterArmorPolicy(name string) (*v1alpha1.ClusterArmorPolicy, bo
 }
 func (s store) Namespace(string) (*corev1.Namespace, bool) { return nil, false }
 
-var readyStatus = v1alpha1.PolicyStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Loaded"}}}
+// readyAt is the status of a policy loaded on every node at generation.
+func readyAt(generation int64) v1alpha1.PolicyStatus {
+	return v1alpha1.PolicyStatus{
+		ObservedGeneration: generation,
+		Conditions:         []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Loaded"}},
+	}
+}
 
 func armorPolicy(name string, created time.Time, mut func(*v1alpha1.ArmorPolicy)) *v1alpha1.ArmorPolicy {
 	p := &v1alpha1.ArmorPolicy{
@@ -48,7 +54,7 @@ func armorPolicy(name string, created time.Time, mut func(*v1alpha1.ArmorPolicy)
 			Enforcers: []v1alpha1.Enforcer{v1alpha1.EnforcerBPF, v1alpha1.EnforcerAppArmor, v1alpha1.EnforcerSeccomp},
 			Mode:      v1alpha1.ModeEnhanceProtect,
 		},
-		Status: readyStatus,
+		Status: readyAt(2),
 	}
 	if mut != nil {
 		mut(p)
@@ -66,7 +72,7 @@ func clusterPolicy(name string, priority int32, mut func(*v1alpha1.ClusterArmorP
 			},
 			Priority: priority,
 		},
-		Status: readyStatus,
+		Status: readyAt(1),
 	}
 	if mut != nil {
 		mut(p)
@@ -181,6 +187,11 @@ func TestPlanAndApply(t *testing.T) {
 			store: store{armor: []*v1alpha1.ArmorPolicy{armorPolicy("web", t0, func(p *v1alpha1.ArmorPolicy) { p.Status = v1alpha1.PolicyStatus{} })}},
 			pod:   pod(nil), field: true,
 			reject: "is not loaded on every node yet", outcomes: []Outcome{OutcomeRejectedNotReady},
+		},
+		"a policy changed since it was loaded refuses the pod until the nodes load the change": {
+			store: store{armor: []*v1alpha1.ArmorPolicy{armorPolicy("web", t0, func(p *v1alpha1.ArmorPolicy) { p.Generation = 3 })}},
+			pod:   pod(nil), field: true,
+			reject: "generation 3 is not loaded yet; the status describes generation 2", outcomes: []Outcome{OutcomeRejectedNotReady},
 		},
 		"a policy not ready yet admits with BPF only when it says so": {
 			store: store{armor: []*v1alpha1.ArmorPolicy{armorPolicy("web", t0, func(p *v1alpha1.ArmorPolicy) {

@@ -175,7 +175,7 @@ func (p *Planner) Plan(r Request) (*Plan, error) {
 	// Profiles that live on nodes (AppArmor, seccomp Localhost) must be loaded before a
 	// pod uses them, or kubelet fails the container.
 	needsNode := wantAppArmor || (wantSeccomp != nil && wantSeccomp.Type == corev1.SeccompProfileTypeLocalhost)
-	if needsNode && !ready(choice.Status) {
+	if needsNode && !ready(choice.Status, choice.Generation) {
 		switch {
 		case spec.Admission.WhenNotReady == v1alpha1.NotReadyAdmitBPFOnly && slices.Contains(spec.Enforcers, v1alpha1.EnforcerBPF):
 			wantAppArmor = false
@@ -188,7 +188,7 @@ func (p *Planner) Plan(r Request) (*Plan, error) {
 			plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s is not loaded on every node yet; admitted with BPF protection only (spec.admission.whenNotReady)", choice.Policy))
 		default:
 			plan.Reject = fmt.Sprintf("%s is not loaded on every node yet (%s); its AppArmor or seccomp profile could be missing where the pod lands. Retry when it is ready, or set spec.admission.whenNotReady: AdmitBPFOnly",
-				choice.Policy, readyMessage(choice.Status))
+				choice.Policy, readyMessage(choice.Status, choice.Generation))
 			plan.Outcomes = append(plan.Outcomes, OutcomeRejectedNotReady)
 			return plan, nil
 		}
@@ -241,15 +241,21 @@ func (p *Planner) Plan(r Request) (*Plan, error) {
 	return plan, nil
 }
 
-func ready(s v1alpha1.PolicyStatus) bool {
+// ready reports whether the status says the policy's node profiles are loaded on every
+// enforcer node at generation: a Ready condition about an older spec says nothing about
+// the profiles of the current one.
+func ready(s v1alpha1.PolicyStatus, generation int64) bool {
 	c := metaCondition(s.Conditions, "Ready")
-	return c != nil && c.Status == metav1.ConditionTrue
+	return c != nil && c.Status == metav1.ConditionTrue && s.ObservedGeneration == generation
 }
 
-func readyMessage(s v1alpha1.PolicyStatus) string {
+func readyMessage(s v1alpha1.PolicyStatus, generation int64) string {
 	c := metaCondition(s.Conditions, "Ready")
 	if c == nil {
 		return "no Ready condition"
+	}
+	if s.ObservedGeneration != generation {
+		return fmt.Sprintf("generation %d is not loaded yet; the status describes generation %d", generation, s.ObservedGeneration)
 	}
 	return fmt.Sprintf("Ready=%s, %s: %s", c.Status, c.Reason, c.Message)
 }

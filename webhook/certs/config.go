@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,6 +124,13 @@ type Config struct {
 	// DefaultFilePollInterval.
 	FilePollInterval time.Duration
 
+	// WhileLeading, when set, runs for each term in which this replica holds the Lease,
+	// next to the certificate bookkeeping, and must return when the term's context ends.
+	// Other leader-only work (the policy status aggregator) shares the election this way.
+	// In file mode the replica then takes part in the election for WhileLeading alone,
+	// and needs Client and Namespace as in Secret mode.
+	WhileLeading func(term context.Context)
+
 	// Now is the clock for certificate dates. Default time.Now.
 	Now func() time.Time
 	// Logger receives the Manager's logs. Default slog.Default().
@@ -152,14 +160,16 @@ func (c *Config) defaults() error {
 		if c.FilePollInterval < 0 {
 			return fmt.Errorf("negative FilePollInterval %s", c.FilePollInterval)
 		}
-		return nil
+		if c.WhileLeading == nil {
+			return nil
+		}
 	}
 
 	if c.Client == nil {
-		return errors.New("no Client: one is required unless CertFile and KeyFile are set")
+		return errors.New("no Client: one is required unless CertFile and KeyFile are set and WhileLeading is not")
 	}
 	if c.Namespace == "" {
-		return errors.New("no Namespace: one is required unless CertFile and KeyFile are set")
+		return errors.New("no Namespace: one is required unless CertFile and KeyFile are set and WhileLeading is not")
 	}
 	setDefault(&c.SecretName, DefaultSecretName)
 	setDefault(&c.ServiceName, DefaultServiceName)

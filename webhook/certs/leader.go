@@ -85,11 +85,19 @@ func (m *Manager) elect(ctx context.Context) error {
 
 // lead does the bookkeeping until term ends: it reconciles at once, then whenever
 // something falls due, the Secret or a webhook configuration changes, or
-// ResyncInterval passes.
+// ResyncInterval passes. WhileLeading runs next to it for the same term.
 func (m *Manager) lead(term context.Context) {
-	m.log.Info("leading certificate bookkeeping", "identity", m.cfg.Identity)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if f := m.cfg.WhileLeading; f != nil {
+		wg.Go(func() { f(term) })
+	}
+	if m.cfg.fileMode() {
+		m.log.Info("leading; no certificate bookkeeping in file mode", "identity", m.cfg.Identity)
+		<-term.Done()
+		return
+	}
+	m.log.Info("leading certificate bookkeeping", "identity", m.cfg.Identity)
 	for _, inf := range m.watchConfigurations() {
 		wg.Go(func() { inf.RunWithContext(term) })
 	}

@@ -100,12 +100,13 @@ func (m *Manager) TLSConfig() *tls.Config {
 // Run works until ctx ends, then returns nil; it may be called once. In Secret mode it
 // watches the Secret and serves what it holds, and takes part in leader election: the
 // leader creates and rotates the certificates and publishes the CA bundle. In file mode
-// it rereads the files every FilePollInterval.
+// it rereads the files every FilePollInterval. The leader also runs WhileLeading, in
+// file mode too.
 func (m *Manager) Run(ctx context.Context) error {
 	if !m.started.CompareAndSwap(false, true) {
 		return errors.New("webhook certificates manager already running")
 	}
-	if m.cfg.fileMode() {
+	if m.cfg.fileMode() && m.cfg.WhileLeading == nil {
 		m.pollFiles(ctx)
 		return nil
 	}
@@ -114,6 +115,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if m.cfg.fileMode() {
+		wg.Go(func() { m.pollFiles(ctx) })
+		return m.elect(ctx)
+	}
 	secrets := m.watchSecret()
 	wg.Go(func() { secrets.RunWithContext(ctx) })
 	// Load what exists before competing for the bookkeeping: a replica that cannot

@@ -78,7 +78,7 @@ func mutated(t *testing.T, field bool, mode v1alpha1.Mode, mut func(*v1alpha1.Cl
 		Spec: v1alpha1.ClusterArmorPolicySpec{ArmorPolicySpec: v1alpha1.ArmorPolicySpec{
 			Enforcers: v1alpha1.Enforcers, Mode: mode,
 		}},
-		Status: v1alpha1.PolicyStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
+		Status: v1alpha1.PolicyStatus{ObservedGeneration: 1, Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
 	}
 	if mut != nil {
 		mut(p)

@@ -30,7 +30,7 @@ func TestPodPatch(t *testing.T) {
 				Enforcers: v1alpha1.Enforcers,
 				Mode:      v1alpha1.ModeEnhanceProtect,
 			},
-			Status: v1alpha1.PolicyStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
+			Status: v1alpha1.PolicyStatus{ObservedGeneration: 3, Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
 		}
 		if mut != nil {
 			mut(p)

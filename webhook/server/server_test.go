@@ -53,7 +53,7 @@ func testServer(t testing.TB) (http.Handler, *countingMetrics) {
 			Enforcers: []v1alpha1.Enforcer{v1alpha1.EnforcerBPF, v1alpha1.EnforcerAppArmor, v1alpha1.EnforcerSeccomp},
 			Mode:      v1alpha1.ModeEnhanceProtect,
 		},
-		Status: v1alpha1.PolicyStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
+		Status: v1alpha1.PolicyStatus{ObservedGeneration: 1, Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
 	}
 	m := &countingMetrics{decisions: map[string]int{}}
 	h, err := New(Config{

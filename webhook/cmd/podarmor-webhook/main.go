@@ -40,6 +40,7 @@ import (
 	"github.com/podarmor/podarmor/webhook/certs"
 	"github.com/podarmor/podarmor/webhook/metrics"
 	"github.com/podarmor/podarmor/webhook/policy"
+	"github.com/podarmor/podarmor/webhook/policystatus"
 	"github.com/podarmor/podarmor/webhook/registration"
 	"github.com/podarmor/podarmor/webhook/server"
 )
@@ -71,6 +72,16 @@ const (
 	keyLogFormat       = "log-format"
 	keyLogLevel        = "log-level"
 	keyGCPercent       = "gc-percent"
+	keyPolicyStatus    = "aggregate-policy-status"
+	keyStatusBatch     = "policy-status-batch-delay"
+)
+
+// statusQPS and statusBurst limit the policy status aggregator's own client: it writes
+// at most about one status per policy per batch delay, and should neither wait behind
+// nor crowd out the webhook's other requests.
+const (
+	statusQPS   = 20
+	statusBurst = 40
 )
 
 // config is the typed configuration, read once.
@@ -98,6 +109,8 @@ type config struct {
 	LogFormat       string        `mapstructure:"log-format"`
 	LogLevel        string        `mapstructure:"log-level"`
 	GCPercent       int           `mapstructure:"gc-percent"`
+	PolicyStatus    bool          `mapstructure:"aggregate-policy-status"`
+	StatusBatch     time.Duration `mapstructure:"policy-status-batch-delay"`
 }
 
 func loadConfig(args []string) (config, error) {
@@ -126,6 +139,8 @@ func loadConfig(args []string) (config, error) {
 	fs.String(keyLogFormat, "json", "log format: json or text")
 	fs.String(keyLogLevel, "info", "log level: debug, info, warn or error")
 	fs.Int(keyGCPercent, server.GCPercent, "garbage collection target percentage, as GOGC (which wins when set); fewer collections, fewer slow reviews, more memory")
+	fs.Bool(keyPolicyStatus, true, "while leader, aggregate the enforcers' ArmorNodeStatus reports into each policy's status (off only where something else writes it)")
+	fs.Duration(keyStatusBatch, policystatus.DefaultBatchDelay, "how long a node report's change waits for others before the policies it concerns are recomputed")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -236,13 +251,18 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 			return err
 		}
 	}
+	whileLeading, err := statusAggregator(rc, cfg, log)
+	if err != nil {
+		return err
+	}
 	tlsCerts, err := certs.New(certs.Config{
 		Client: kube, Namespace: cfg.Namespace, SecretName: cfg.SecretName, ServiceName: cfg.ServiceName,
 		DNSNames: cfg.DNSNames, IPAddresses: ips,
 		MutatingWebhookConfigurationName: cfg.ConfigName, ValidatingWebhookConfigurationName: cfg.ConfigName,
 		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
 		ServingValidity: cfg.ServingValidity, CAValidity: cfg.CAValidity, Overlap: cfg.Overlap,
-		Logger: log,
+		WhileLeading: whileLeading,
+		Logger:       log,
 	})
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
@@ -300,6 +320,30 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	log.Info("podarmor-webhook started", "listen", cfg.Listen, "metrics", cfg.MetricsListen, "namespace", cfg.Namespace,
 		"defaultPolicy", cfg.DefaultPolicy, "appArmorField", version.appArmorField())
 	return g.Wait()
+}
+
+// statusAggregator returns what the leader runs to keep policy status current, or nil
+// when --aggregate-policy-status is off. It shares the certificate bookkeeping's Lease,
+// so one replica does both.
+func statusAggregator(rc *rest.Config, cfg config, log *slog.Logger) (func(context.Context), error) {
+	if !cfg.PolicyStatus {
+		return nil, nil
+	}
+	src := rest.CopyConfig(rc)
+	src.QPS, src.Burst = statusQPS, statusBurst
+	dyn, err := dynamic.NewForConfig(src)
+	if err != nil {
+		return nil, fmt.Errorf("policy status client: %w", err)
+	}
+	agg, err := policystatus.New(policystatus.Config{Client: dyn, BatchDelay: cfg.StatusBatch, Resync: cfg.Resync, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return func(term context.Context) {
+		if err := agg.Run(term); err != nil {
+			log.Error("policy status aggregator stopped for this term", "error", err)
+		}
+	}, nil
 }
 
 // serve runs srv until ctx ends, then drains it.
