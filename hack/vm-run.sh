@@ -5,6 +5,10 @@
 #   hack/vm-run.sh cat /sys/kernel/security/lsm
 #   hack/vm-run.sh -series 6.1 -file ./profile:/tmp/profile -- apparmor_parser -r /tmp/profile
 #   hack/vm-run.sh -console -- dmesg
+#   hack/vm-run.sh -forward 10.0.2.100:80=127.0.0.1:8080 -- wget -q -O - http://10.0.2.100/
+#
+# -forward GUESTADDR=HOSTADDR lets the guest reach one port of the host's loopback
+# (vm.Config.Forwards), and nothing else; without it the guest has no network.
 #
 # The guest has busybox, runc, apparmor_parser, aa-exec and aa-status; the command's
 # output comes to stdout, and the script exits with its exit code (125 when the VM died

@@ -1,7 +1,10 @@
 // Command vm-run boots one of the test VMs (e2e/vm) and runs a command in it, for
 // trying things by hand; hack/vm-run.sh runs it from the repository root.
 //
-//	vm-run [-series 6.12] [-file HOST:GUEST]... [-timeout 5m] [-bench] [-console] -- COMMAND [ARG...]
+//	vm-run [-series 6.12] [-file HOST:GUEST]... [-forward GUESTADDR=HOSTADDR]... [-timeout 5m] [-bench] [-console] -- COMMAND [ARG...]
+//
+// -forward 10.0.2.100:8080=127.0.0.1:8080 lets the guest reach the host's 127.0.0.1:8080
+// at 10.0.2.100:8080, and nothing else (vm.Config.Forwards).
 //
 // The command's output goes to stdout as it arrives, and vm-run exits with the
 // command's exit code. When the VM dies without one (a kernel panic, the timeout),
@@ -36,6 +39,20 @@ func (f *files) Set(s string) error {
 	return nil
 }
 
+// forwards collects -forward GUESTADDR=HOSTADDR flags.
+type forwards []vm.Forward
+
+func (f *forwards) String() string { return fmt.Sprint(*f) }
+
+func (f *forwards) Set(s string) error {
+	guest, host, ok := strings.Cut(s, "=")
+	if !ok {
+		return errors.New("want GUESTADDR=HOSTADDR, e.g. " + vm.ForwardIP + ":8080=127.0.0.1:8080")
+	}
+	*f = append(*f, vm.Forward{GuestAddr: guest, Host: host})
+	return nil
+}
+
 func main() {
 	code, err := run()
 	if err != nil {
@@ -48,11 +65,13 @@ func run() (int, error) {
 	var (
 		cfg     vm.Config
 		extra   files
+		fwds    forwards
 		series  string
 		console bool
 	)
 	flag.StringVar(&series, "series", vm.Series612, "kernel series: "+strings.Join(vm.Series(), " or "))
 	flag.Var(&extra, "file", "HOST:GUEST: copy a host file into the guest (repeatable)")
+	flag.Var(&fwds, "forward", "GUESTADDR=HOSTADDR: let the guest reach a host loopback port (repeatable)")
 	flag.DurationVar(&cfg.Timeout, "timeout", vm.DefaultTimeout, "kill the VM after this long")
 	flag.IntVar(&cfg.MemoryMiB, "memory", vm.DefaultMemoryMiB, "guest memory in MiB")
 	flag.IntVar(&cfg.CPUs, "cpus", 1, "vCPUs (see vm.Config.CPUs before using 2)")
@@ -61,6 +80,7 @@ func run() (int, error) {
 	flag.Parse()
 	cfg.Command = flag.Args()
 	cfg.Files = extra
+	cfg.Forwards = fwds
 	if len(cfg.Command) == 0 {
 		flag.Usage()
 		return 2, nil
