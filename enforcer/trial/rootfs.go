@@ -14,11 +14,12 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// writeRootfs makes a busybox root file system under dir: the static busybox with a
+// WriteRootfs makes a busybox root file system under dir: the static busybox with a
 // link for every applet, a root user, and the directories an image has. /var/run links
 // to /run as on Debian and Alpine, so the service-account token a pod sees at
-// /var/run/secrets/... is at /run/secrets/... too.
-func writeRootfs(dir, busybox string) error {
+// /var/run/secrets/... is at /run/secrets/... too. dir must not hold one already.
+// enforcer/bpf's kernel tests run their containers on the same root file system.
+func WriteRootfs(dir, busybox string) error {
 	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home", "mnt", "opt", "srv", "proc", "sys", "dev", "run", "var/log", "var/tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
@@ -60,10 +61,10 @@ func writeRootfs(dir, busybox string) error {
 	return nil
 }
 
-// writePodFiles writes what kubelet gives a container besides its image: /etc/hosts,
+// WritePodFiles writes what kubelet gives a container besides its image: /etc/hosts,
 // /etc/hostname, /etc/resolv.conf, /dev/termination-log and the service-account volume
 // (a token, the cluster's CA and the namespace).
-func writePodFiles(dir, hostname string) error {
+func WritePodFiles(dir, hostname string) error {
 	sa := filepath.Join(dir, "serviceaccount")
 	if err := os.MkdirAll(sa, 0o755); err != nil {
 		return err

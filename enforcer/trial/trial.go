@@ -237,10 +237,10 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 
 // buildSpec makes the container's configuration.
 func buildSpec(cfg Config, p paths, policy *policyset.Compiled) (*specs.Spec, error) {
-	if err := writeRootfs(p.rootfs, cfg.Busybox); err != nil {
+	if err := WriteRootfs(p.rootfs, cfg.Busybox); err != nil {
 		return nil, err
 	}
-	if err := writePodFiles(p.files, containerID); err != nil {
+	if err := WritePodFiles(p.files, containerID); err != nil {
 		return nil, err
 	}
 	sc := SpecConfig{

@@ -75,7 +75,7 @@ func TestSpec(t *testing.T) {
 
 func TestPodFiles(t *testing.T) {
 	dir := t.TempDir()
-	if err := writePodFiles(dir, "try"); err != nil {
+	if err := WritePodFiles(dir, "try"); err != nil {
 		t.Fatal(err)
 	}
 	token, err := os.ReadFile(filepath.Join(dir, "serviceaccount", "token"))
@@ -94,7 +94,7 @@ func TestRootfs(t *testing.T) {
 		t.Skip("no busybox here (hack/deps.sh vm installs busybox-static)")
 	}
 	dir := t.TempDir()
-	if err := writeRootfs(dir, busybox); err != nil {
+	if err := WriteRootfs(dir, busybox); err != nil {
 		t.Fatal(err)
 	}
 	for link, want := range map[string]string{"bin/sh": "/bin/busybox", "var/run": "/run"} {
