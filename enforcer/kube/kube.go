@@ -45,6 +45,7 @@ import (
 	"github.com/podarmor/podarmor/enforcer/bpf"
 	"github.com/podarmor/podarmor/enforcer/event"
 	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/enforcer/nodestatus"
 	"github.com/podarmor/podarmor/enforcer/nri"
 	"github.com/podarmor/podarmor/enforcer/profiles"
 	"github.com/podarmor/podarmor/enforcer/registrar"
@@ -216,6 +217,20 @@ func Run(ctx context.Context, cfg Config) error {
 		pc.AppArmor = loader
 	}
 	a.manager = profiles.New(pc)
+	started := time.Now()
+	features := nodeFeatures(pc)
+	status, err := nodestatus.New(dyn, cfg.NodeName, nodestatus.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	report := cfg.Results
+	cfg.Results = func(rs []PolicyResult) {
+		status.Set(nodeReport(started, features, rs))
+		if report != nil {
+			report(rs)
+		}
+	}
+	a.cfg.Results = cfg.Results
 
 	a.metrics = newMetrics(a)
 	var registry registrar.Registry
@@ -329,6 +344,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	loops := sync.WaitGroup{}
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		if err := status.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("node status writer stopped", "error", err)
+		}
+	}()
 	if cfg.NRI.Hook.Path != "" {
 		n := cfg.NRI
 		n.Hook.Socket = cmp.Or(n.Hook.Socket, cfg.Socket)
@@ -499,7 +521,7 @@ func (o nriObserver) poke() {
 	}
 }
 
-func (o nriObserver) Synchronized([]nri.Container)  { o.poke() }
+func (o nriObserver) Synchronized([]nri.Container)   { o.poke() }
 func (o nriObserver) ContainerStarted(nri.Container) { o.poke() }
 func (o nriObserver) ContainerStopped(nri.Container) {}
 func (o nriObserver) ContainerRemoved(nri.Container) {}

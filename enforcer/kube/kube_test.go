@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/enforcer/profiles"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 )
 
@@ -142,5 +143,32 @@ func TestContainerIDs(t *testing.T) {
 	}}
 	if got := fmt.Sprint(containerIDs(pod)); got != "map[aa:init bb:app cc:debugger]" {
 		t.Errorf("got %s", got)
+	}
+}
+
+func TestNodeReport(t *testing.T) {
+	started := time.Unix(1700000000, 0)
+	results := []PolicyResult{
+		{Kind: "ArmorPolicy", Namespace: "shop", Name: "web", UID: "u1", Generation: 3, ProfileID: "ap.shop.web",
+			SpecEnforcers: []v1alpha1.Enforcer{v1alpha1.EnforcerBPF, v1alpha1.EnforcerAppArmor},
+			Enforcers: []profiles.EnforcerResult{
+				{Enforcer: v1alpha1.EnforcerBPF, State: profiles.Loaded, NotEnforced: []profiles.NotEnforced{{RuleID: "builtin/disallow-create-userns", Reason: "LSM hook userns_create: not in this kernel"}}},
+				{Enforcer: v1alpha1.EnforcerAppArmor, State: profiles.Unsupported, Reason: "apparmor: not an active LSM"},
+			}},
+		{Kind: "ClusterArmorPolicy", Name: "default", Generation: 1, CompileError: "spec.builtinRules[0]: unknown rule",
+			SpecEnforcers: []v1alpha1.Enforcer{v1alpha1.EnforcerSeccomp}},
+	}
+	r := nodeReport(started, v1alpha1.NodeFeatures{BPFLSM: true}, results)
+	if len(r.Policies) != 2 || !r.Enforcer.StartTime.Time.Equal(started) || !r.Features.BPFLSM {
+		t.Fatalf("report %+v", r)
+	}
+	web, def := r.Policies[0], r.Policies[1]
+	if web.Kind != v1alpha1.KindArmorPolicy || web.Generation != 3 || web.ProfileID != "ap.shop.web" ||
+		fmt.Sprint(web.Enforcers) != "[{BPF Loaded } {AppArmor Unsupported apparmor: not an active LSM}]" ||
+		len(web.UnenforcedRules) != 1 || web.UnenforcedRules[0].Rule != "builtin/disallow-create-userns" || web.UnenforcedRules[0].Enforcer != v1alpha1.EnforcerBPF {
+		t.Errorf("web: %+v", web)
+	}
+	if len(def.Enforcers) != 1 || def.Enforcers[0].State != v1alpha1.LoadFailed || !strings.Contains(def.Enforcers[0].Reason, "unknown rule") {
+		t.Errorf("a policy that does not compile: %+v", def)
 	}
 }

@@ -47,7 +47,9 @@ type PolicyResult struct {
 	// validates policies with the same compiler, so this means a version skew between
 	// the two); Enforcers is empty then.
 	CompileError string
-	Enforcers    []profiles.EnforcerResult
+	// SpecEnforcers are the enforcers the policy names.
+	SpecEnforcers []v1alpha1.Enforcer
+	Enforcers     []profiles.EnforcerResult
 }
 
 // Ready reports whether the node enforces the policy as well as it can: compiled, and
@@ -96,7 +98,8 @@ func compileAll(srcs []source, o compile.Options) ([]policyset.Compiled, map[str
 	meta := map[string]PolicyResult{}
 	var failed []PolicyResult
 	for _, s := range srcs {
-		r := PolicyResult{Kind: s.policy.Kind, Namespace: s.policy.Namespace, Name: s.policy.Name, UID: s.uid, Generation: s.generation}
+		r := PolicyResult{Kind: s.policy.Kind, Namespace: s.policy.Namespace, Name: s.policy.Name, UID: s.uid, Generation: s.generation,
+			SpecEnforcers: s.policy.Spec.Enforcers}
 		res, errs := compile.Compile(s.policy, o)
 		if len(errs) > 0 {
 			r.CompileError = errs.ToAggregate().Error()

@@ -1,0 +1,356 @@
+//go:build vmguest
+
+package kube
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podarmor/podarmor/enforcer/bpf"
+	"github.com/podarmor/podarmor/enforcer/event"
+	"github.com/podarmor/podarmor/enforcer/hook"
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+)
+
+// The host test (e2e/enforcer_test.go) starts a real kube-apiserver, forwards it into
+// the VM and passes these.
+const (
+	envKubeconfig = "PODARMOR_TEST_KUBECONFIG"
+	envNamespace  = "PODARMOR_TEST_NAMESPACE"
+	testNode      = "vm-node"
+)
+
+// TestKubernetesMode runs the enforcer's Kubernetes mode on a real kernel against a real
+// API server: policies appear, change and disappear as AppArmor profiles, seccomp files
+// and BPF profiles; a hooked container of a labelled pod is registered with its pod's
+// profile and confined; a registration deleted behind the enforcer's back is repaired by
+// reconciliation; the metrics say so.
+func TestKubernetesMode(t *testing.T) {
+	kubeconfig, ns := os.Getenv(envKubeconfig), os.Getenv(envNamespace)
+	if kubeconfig == "" || ns == "" {
+		t.Fatalf("%s and %s must be set (by e2e/enforcer_test.go)", envKubeconfig, envNamespace)
+	}
+	rest, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := kubernetes.NewForConfigOrDie(rest)
+	dyn := dynamic.NewForConfigOrDie(rest)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	if err := os.WriteFile("/secret", []byte("s3cr3t\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The file rule is BPF's; the built-in rules change the AppArmor profile too.
+	policy := func(enforcers, builtin string, paths ...string) *unstructured.Unstructured {
+		return mustUnstructured(t, fmt.Sprintf(`{"apiVersion":"podarmor.io/v1alpha1","kind":"ArmorPolicy",
+			"metadata":{"name":"web","namespace":%q},
+			"spec":{"target":{"selector":{}},"enforcers":[%s],"mode":"EnhanceProtect","builtinRules":[%s],
+			"customRules":{"files":[{"name":"no-secret","paths":[%s],"permissions":["read"]}]}}}`,
+			ns, enforcers, builtin, `"`+strings.Join(paths, `","`)+`"`))
+	}
+	policies := dyn.Resource(armorPolicies).Namespace(ns)
+	if _, err := policies.Create(ctx, policy(`"BPF","AppArmor","Seccomp"`, ``, "/secret"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	id := "ap." + ns + ".web"
+	aaName := "podarmor-" + id
+	seccompFile := "/var/lib/kubelet/seccomp/podarmor/" + id + ".json"
+
+	loaded := make(chan *bpf.Enforcer, 1)
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	socket := "/run/podarmor/kube-test.sock"
+	go func() {
+		done <- Run(ctx, Config{
+			NodeName: testNode, REST: rest, APIServer: []string{"10.96.0.1"},
+			Socket: socket, ReconcileInterval: time.Second, Listen: "127.0.0.1:0",
+			Events: event.NewWriter(io.Discard),
+			Loaded: func(e *bpf.Enforcer) { loaded <- e },
+			Ready:  func(addr string) { ready <- addr },
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		})
+	}()
+	var httpAddr string
+	select {
+	case httpAddr = <-ready:
+	case err := <-done:
+		t.Fatalf("enforcer stopped: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("enforcer not ready after 2 minutes")
+	}
+	var enf *bpf.Enforcer
+	select {
+	case enf = <-loaded:
+	default:
+		t.Fatal("the enforcer is ready without its BPF enforcer (see its log)")
+	}
+
+	// Every enforcer's profile is in place when the enforcer says it is ready.
+	if mode := appArmorMode(t, aaName); mode != "enforce" {
+		t.Fatalf("AppArmor profile %s: mode %q", aaName, mode)
+	}
+	if _, err := os.Stat(seccompFile); err != nil {
+		t.Fatalf("seccomp profile: %v", err)
+	}
+	if _, ok := enf.Slot(id); !ok {
+		t.Fatalf("BPF profile %s not loaded", id)
+	}
+
+	// A pod on this node with the profile label, and a "container" of it: a process in
+	// its own mount namespace, in the pod's cgroup, registered through the hook socket
+	// with the annotations containerd gives a pod's container.
+	pod, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{v1alpha1.LabelProfile: id}},
+		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid := strings.Repeat("ab", 32)
+	ctr := startContainer(t, pod, cid)
+	resp, err := (&hook.Client{Socket: socket, Timeout: 10 * time.Second}).Do(ctx, hook.Request{
+		Op: hook.OpRegister, ContainerID: cid, PID: ctr.Process.Pid, Status: "creating",
+		Annotations: podAnnotations(pod, "app"),
+	})
+	if err != nil {
+		t.Fatalf("hook: %v", err)
+	}
+	if resp.Profile != id || resp.MountNamespace == 0 {
+		t.Fatalf("hook response %+v", resp)
+	}
+	mustDeny(t, ctr.Process.Pid, "/secret")
+
+	// A container of a pod without the label is left alone.
+	plainPod, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "plain"},
+		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := startContainer(t, plainPod, strings.Repeat("cd", 32))
+	resp, err = (&hook.Client{Socket: socket, Timeout: 10 * time.Second}).Do(ctx, hook.Request{
+		Op: hook.OpRegister, ContainerID: strings.Repeat("cd", 32), PID: plain.Process.Pid, Status: "creating",
+		Annotations: podAnnotations(plainPod, "app"),
+	})
+	if err != nil || resp.MountNamespace != 0 {
+		t.Fatalf("plain pod: %+v, %v", resp, err)
+	}
+	mustAllow(t, plain.Process.Pid, "/secret")
+
+	// Reconciliation repairs a registration deleted behind the enforcer's back, once
+	// the kubelet (here: the test) reports the container in the pod's status.
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", ContainerID: "containerd://" + cid}}
+	if _, err := kube.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctrNS := mountNamespace(t, ctr.Process.Pid)
+	if err := enf.Unregister(ctrNS); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the registration to be repaired", func() bool {
+		regs, err := enf.Registered()
+		_, ok := regs[ctrNS]
+		return err == nil && ok
+	})
+	mustDeny(t, ctr.Process.Pid, "/secret")
+	if m := scrape(t, httpAddr); !strings.Contains(m, `podarmor_enforcer_registrations_total{result="ok",source="reconcile"} 1`) ||
+		!strings.Contains(m, "podarmor_enforcer_containers_unregistered 0") ||
+		!strings.Contains(m, `podarmor_enforcer_profiles{enforcer="AppArmor",state="Loaded"} 1`) {
+		t.Errorf("metrics:\n%s", grep(m, "podarmor_enforcer_"))
+	}
+
+	// A policy change reaches the running container and every enforcer's profile.
+	cur, err := policies.Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := policy(`"BPF","AppArmor","Seccomp"`, `{"name":"disallow-write-core-pattern"}`, "/other")
+	upd.SetResourceVersion(cur.GetResourceVersion())
+	oldAA := readFile(t, "/var/lib/podarmor/apparmor/"+aaName)
+	start := time.Now()
+	if _, err := policies.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the changed rule to apply", func() bool { return canRead(ctr.Process.Pid, "/secret") })
+	t.Logf("policy change to enforcement: %v", time.Since(start).Round(time.Millisecond))
+	if readFile(t, "/var/lib/podarmor/apparmor/"+aaName) == oldAA {
+		t.Error("the AppArmor profile did not change with the policy")
+	}
+
+	// Dropping an enforcer removes its profile; deleting the policy removes all.
+	cur, _ = policies.Get(ctx, "web", metav1.GetOptions{})
+	upd = policy(`"BPF","AppArmor"`, `{"name":"disallow-write-core-pattern"}`, "/other")
+	upd.SetResourceVersion(cur.GetResourceVersion())
+	if _, err := policies.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the seccomp file to go", func() bool { _, err := os.Stat(seccompFile); return errors.Is(err, os.ErrNotExist) })
+	if err := policies.Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the AppArmor profile to go", func() bool { return appArmorMode(t, aaName) == "" })
+	waitFor(t, 30*time.Second, "the BPF profile to go", func() bool { _, ok := enf.Slot(id); return !ok })
+
+	// A container of a profile the node does not have is refused.
+	_, err = (&hook.Client{Socket: socket, Timeout: 10 * time.Second}).Do(ctx, hook.Request{
+		Op: hook.OpRegister, ContainerID: strings.Repeat("ef", 32), PID: ctr.Process.Pid, Status: "creating",
+		Annotations: podAnnotations(pod, "app"),
+	})
+	if err == nil || !strings.Contains(err.Error(), "is not loaded on this node") {
+		t.Errorf("container of a deleted policy's pod: %v", err)
+	}
+
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("enforcer: %v", err)
+	}
+}
+
+// startContainer starts a process in a new mount namespace, in the cgroup the kubelet
+// would give container cid of pod.
+func startContainer(t *testing.T, pod *corev1.Pod, cid string) *exec.Cmd {
+	t.Helper()
+	cg := filepath.Join("/sys/fs/cgroup/kubepods", "pod"+string(pod.UID), cid)
+	if err := os.MkdirAll(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "-m", "sleep", "3600")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: openDir(t, cg)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// unshare execs sleep in the new namespace: wait until it did.
+	host := mountNamespace(t, os.Getpid())
+	waitFor(t, 10*time.Second, "the container's namespace", func() bool {
+		ns, err := hook.MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+		return err == nil && ns != host
+	})
+	return cmd
+}
+
+func openDir(t *testing.T, dir string) int {
+	t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	return fd
+}
+
+// canRead reports whether a process entering pid's mount namespace can read file.
+func canRead(pid int, file string) bool {
+	return exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "cat", file).Run() == nil
+}
+
+func mustDeny(t *testing.T, pid int, file string) {
+	t.Helper()
+	out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "cat", file).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Operation not permitted") {
+		t.Fatalf("cat %s in the container: %v: %s", file, err, out)
+	}
+}
+
+func mustAllow(t *testing.T, pid int, file string) {
+	t.Helper()
+	if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "cat", file).CombinedOutput(); err != nil {
+		t.Fatalf("cat %s in the container: %v: %s", file, err, out)
+	}
+}
+
+func mountNamespace(t *testing.T, pid int) uint32 {
+	t.Helper()
+	ns, err := hook.MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// appArmorMode is the mode securityfs lists profile name in, "" when it is not loaded.
+func appArmorMode(t *testing.T, name string) string {
+	t.Helper()
+	data := readFile(t, "/sys/kernel/security/apparmor/profiles")
+	for _, line := range strings.Split(data, "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" ("); ok {
+			return strings.TrimSuffix(rest, ")")
+		}
+	}
+	return ""
+}
+
+func readFile(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func grep(s, substr string) string {
+	var b bytes.Buffer
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, substr) && !strings.HasPrefix(line, "#") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+func mustUnstructured(t *testing.T, js string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON([]byte(js)); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
