@@ -169,7 +169,7 @@ func TestKubernetesMode(t *testing.T) {
 	if err := enf.Unregister(ctrNS); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the registration to be repaired", func() bool {
+	waitFor(t, 90*time.Second, "the registration to be repaired", func() bool {
 		regs, err := enf.Registered()
 		_, ok := regs[ctrNS]
 		return err == nil && ok
@@ -193,7 +193,7 @@ func TestKubernetesMode(t *testing.T) {
 	if _, err := policies.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the changed rule to apply", func() bool { return canRead(ctr.Process.Pid, "/secret") })
+	waitFor(t, 90*time.Second, "the changed rule to apply", func() bool { return canRead(ctr.Process.Pid, "/secret") })
 	t.Logf("policy change to enforcement: %v", time.Since(start).Round(time.Millisecond))
 	if readFile(t, "/var/lib/podarmor/apparmor/"+aaName) == oldAA {
 		t.Error("the AppArmor profile did not change with the policy")
@@ -206,12 +206,12 @@ func TestKubernetesMode(t *testing.T) {
 	if _, err := policies.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the seccomp file to go", func() bool { _, err := os.Stat(seccompFile); return errors.Is(err, os.ErrNotExist) })
+	waitFor(t, 90*time.Second, "the seccomp file to go", func() bool { _, err := os.Stat(seccompFile); return errors.Is(err, os.ErrNotExist) })
 	if err := policies.Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the AppArmor profile to go", func() bool { return appArmorMode(t, aaName) == "" })
-	waitFor(t, 30*time.Second, "the BPF profile to go", func() bool { _, ok := enf.Slot(id); return !ok })
+	waitFor(t, 90*time.Second, "the AppArmor profile to go", func() bool { return appArmorMode(t, aaName) == "" })
+	waitFor(t, 90*time.Second, "the BPF profile to go", func() bool { _, ok := enf.Slot(id); return !ok })
 
 	// A container of a profile the node does not have is refused.
 	_, err = (&hook.Client{Socket: socket, Timeout: 10 * time.Second}).Do(ctx, hook.Request{
