@@ -46,6 +46,14 @@ type Record struct {
 	Address string `json:"address,omitempty"`
 	// Container is the runtime's container ID, when the enforcer registered it.
 	Container string `json:"container,omitempty"`
+	// Node, Namespace, Pod and ContainerName place the container in Kubernetes, and
+	// Policy names the policy of the profile ("ArmorPolicy shop/web"); the Kubernetes
+	// mode sets them.
+	Node          string `json:"node,omitempty"`
+	Namespace     string `json:"namespace,omitempty"`
+	Pod           string `json:"pod,omitempty"`
+	ContainerName string `json:"containerName,omitempty"`
+	Policy        string `json:"policy,omitempty"`
 	// MountNamespace is the container's mount namespace inode.
 	MountNamespace uint32 `json:"mntns,omitempty"`
 	// PID and Comm are the process's.

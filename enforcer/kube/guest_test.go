@@ -5,6 +5,7 @@ package kube
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,11 +82,15 @@ func TestKubernetesMode(t *testing.T) {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	socket := "/run/podarmor/kube-test.sock"
+	eventLog, err := os.Create("/tmp/events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		done <- Run(ctx, Config{
 			NodeName: testNode, REST: rest, APIServer: []string{"10.96.0.1"},
 			Socket: socket, ReconcileInterval: time.Second, Listen: "127.0.0.1:0",
-			Events: event.NewWriter(io.Discard),
+			Events: event.NewWriter(eventLog), PodEventBurst: 3,
 			Loaded: func(e *bpf.Enforcer) { loaded <- e },
 			Ready:  func(addr string) { ready <- addr },
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
@@ -140,6 +145,37 @@ func TestKubernetesMode(t *testing.T) {
 		t.Fatalf("hook response %+v", resp)
 	}
 	mustDeny(t, ctr.Process.Pid, "/secret")
+
+	// The denial is a JSON line naming the pod, container and policy, and an Event on
+	// the pod. More denials of the same rule exhaust the pod's Event budget (3 here):
+	// they are counted, not sent.
+	waitFor(t, 30*time.Second, "the denial's JSON line", func() bool {
+		return strings.Contains(readFile(t, "/tmp/events.jsonl"), `"path":"/secret"`)
+	})
+	var rec event.Record
+	for _, line := range strings.Split(readFile(t, "/tmp/events.jsonl"), "\n") {
+		if strings.Contains(line, `"path":"/secret"`) {
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if rec.Node != testNode || rec.Namespace != ns || rec.Pod != "web" || rec.ContainerName != "app" || rec.Container != cid ||
+		rec.Policy != "ArmorPolicy "+ns+"/web" || rec.Rule != "custom/no-secret" || rec.Action != v1alpha1.ActionEnforce || rec.Comm != "cat" {
+		t.Errorf("event record %+v", rec)
+	}
+	waitFor(t, 90*time.Second, "the Event on the pod", func() bool {
+		evs, err := kube.EventsV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=web,reason=PodarmorDenied"})
+		return err == nil && len(evs.Items) > 0 && strings.Contains(evs.Items[0].Note, "custom/no-secret")
+	})
+	for range 10 {
+		mustDeny(t, ctr.Process.Pid, "/secret")
+	}
+	// 11 denials of one rule in one pod, a budget of 3.
+	waitFor(t, 30*time.Second, "suppressed Events", func() bool {
+		return metricValue(scrape(t, httpAddr), "podarmor_enforcer_pod_events_suppressed_total") >= 8
+	})
 
 	// A container of a pod without the label is left alone.
 	plainPod, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
@@ -334,6 +370,19 @@ func scrape(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// metricValue is the value of an unlabelled metric in a scrape, -1 when it is missing.
+func metricValue(scrape, name string) float64 {
+	for _, line := range strings.Split(scrape, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 func grep(s, substr string) string {

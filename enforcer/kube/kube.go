@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,12 +31,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -104,8 +108,14 @@ type Config struct {
 	// Listen is the address of /metrics, /healthz and /readyz; DefaultListen when
 	// empty, "-" for none.
 	Listen string
-	// Events receives one JSON line (event.Record) per BPF decision; nil discards them.
+	// Events receives one JSON line (event.Record) per BPF decision, with the pod,
+	// container and policy; nil discards them.
 	Events *event.Writer
+	// PodEventBurst and PodEventInterval rate-limit the Kubernetes Events a denial
+	// makes on its pod, per pod and rule: a burst, then one per interval
+	// (DefaultEventBurst, DefaultEventInterval when zero; a negative burst makes none).
+	PodEventBurst    int
+	PodEventInterval time.Duration
 	// Results, if set, is called with every policy's result on this node after each
 	// change (the node status writer).
 	Results func([]PolicyResult)
@@ -144,6 +154,12 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.PodEventBurst == 0 {
+		c.PodEventBurst = DefaultEventBurst
+	}
+	if c.PodEventInterval == 0 {
+		c.PodEventInterval = DefaultEventInterval
+	}
 	return nil
 }
 
@@ -164,6 +180,9 @@ type agent struct {
 	// changes is one pass.
 	policyChanged chan struct{}
 	podChanged    chan struct{}
+
+	resolver  *podResolver
+	podEvents *podEvents
 
 	mu      sync.Mutex
 	results []PolicyResult
@@ -218,7 +237,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.manager = profiles.New(pc)
 	started := time.Now()
-	features := nodeFeatures(pc)
+	features := nodeFeatures(pc, cmp.Or(cfg.AppArmor.SecurityFS, apparmor.DefaultSecurityFS))
 	status, err := nodestatus.New(dyn, cfg.NodeName, nodestatus.Options{Logger: log})
 	if err != nil {
 		return err
@@ -232,12 +251,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.cfg.Results = cfg.Results
 
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: kube.EventsV1()})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, "podarmor-enforcer")
+	a.podEvents = newPodEvents(func(pod *corev1.ObjectReference, reason, note string) {
+		recorder.Eventf(pod, nil, corev1.EventTypeWarning, reason, "Deny", "%s", note)
+	}, cfg.PodEventBurst, cfg.PodEventInterval)
 	a.metrics = newMetrics(a)
 	var registry registrar.Registry
 	if a.enf != nil {
 		registry = a.enf
 	}
 	resolver := &podResolver{kube: kube, wait: cfg.PodWait}
+	a.resolver = resolver
 	a.reg, err = registrar.New(registrar.Config{
 		Registry: registry,
 		Resolve:  resolver.Resolve,
@@ -296,6 +322,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer stopHTTP()
 
+	if cfg.PodEventBurst > 0 {
+		if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
+			return fmt.Errorf("kube: events: %w", err)
+		}
+	}
 	df.Start(ctx.Done())
 	kf.Start(ctx.Done())
 	log.Info("waiting for the policy and pod caches", "node", cfg.NodeName)
@@ -314,20 +345,21 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.reconcile(ctx)
 
-	var events sync.WaitGroup
-	if a.enf != nil && cfg.Events != nil {
+	var readers sync.WaitGroup
+	if a.enf != nil {
 		ch, err := a.enf.Events(ctx)
 		if err != nil {
 			return err
 		}
-		events.Add(1)
+		readers.Add(1)
 		go func() {
-			defer events.Done()
+			defer readers.Done()
 			for ev := range ch {
-				r := event.FromBPF(ev.Event, ev.Profile, ev.Rule, ev.PathText, ev.Address)
-				r.Container = a.reg.ContainerOf(r.MountNamespace)
-				if err := cfg.Events.Write(r); err != nil {
-					log.Error("write event", "error", err)
+				r := a.record(ev)
+				if cfg.Events != nil {
+					if err := cfg.Events.Write(r); err != nil {
+						log.Error("write event", "error", err)
+					}
 				}
 			}
 		}()
@@ -400,7 +432,7 @@ func Run(ctx context.Context, cfg Config) error {
 	err = srv.Serve(ctx)
 	a.ready.Store(false)
 	loops.Wait()
-	events.Wait()
+	readers.Wait()
 	log.Info("enforcer stopped; every profile and registration stays in place")
 	return err
 }
@@ -435,6 +467,29 @@ func (a *agent) applyPolicies(ctx context.Context, opts compile.Options) {
 	}
 }
 
+// record is the event record of a BPF decision, with its container's pod and its
+// policy; a denial also becomes a Kubernetes Event on the pod, within its budget.
+func (a *agent) record(ev bpf.Event) event.Record {
+	r := event.FromBPF(ev.Event, ev.Profile, ev.Rule, ev.PathText, ev.Address)
+	r.Node = a.cfg.NodeName
+	r.Container = a.reg.ContainerOf(r.MountNamespace)
+	a.mu.Lock()
+	for _, pr := range a.results {
+		if pr.ProfileID == r.Profile {
+			r.Policy = fmt.Sprintf("%s %s", pr.Kind, strings.TrimPrefix(pr.Namespace+"/"+pr.Name, "/"))
+			break
+		}
+	}
+	a.mu.Unlock()
+	if ref, ok := a.resolver.containerPod(r.Container); ok {
+		r.Namespace, r.Pod, r.ContainerName = ref.Namespace, ref.Name, ref.Container
+		if a.cfg.PodEventBurst > 0 {
+			a.podEvents.record(ref, r)
+		}
+	}
+	return r
+}
+
 // reconcile registers the node's sandboxed containers that are not registered and
 // removes registrations of namespaces that are gone.
 func (a *agent) reconcile(ctx context.Context) {
@@ -462,6 +517,14 @@ func (a *agent) reconcile(ctx context.Context) {
 			Started: c.Started,
 		})
 	}
+	ids := map[string]bool{}
+	pods := map[types.UID]bool{}
+	for _, c := range found {
+		ids[c.ID] = true
+		pods[c.PodUID] = true
+	}
+	a.resolver.forget(ids)
+	a.podEvents.forget(pods)
 	got, err := a.reg.Reconcile(ctx, running)
 	if err != nil {
 		a.log.Error("reconcile", "error", err)

@@ -11,9 +11,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/podarmor/podarmor/enforcer/event"
 	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/enforcer/profiles"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
@@ -170,5 +172,34 @@ func TestNodeReport(t *testing.T) {
 	}
 	if len(def.Enforcers) != 1 || def.Enforcers[0].State != v1alpha1.LoadFailed || !strings.Contains(def.Enforcers[0].Reason, "unknown rule") {
 		t.Errorf("a policy that does not compile: %+v", def)
+	}
+}
+
+func TestPodEvents(t *testing.T) {
+	var notes []string
+	e := newPodEvents(func(pod *corev1.ObjectReference, reason, note string) {
+		notes = append(notes, pod.Namespace+"/"+pod.Name+" "+reason+": "+note)
+	}, 2, time.Hour)
+	web := podRef{Namespace: "shop", Name: "web", UID: "u1", Container: "app"}
+	deny := event.Record{Action: v1alpha1.ActionEnforce, Rule: "custom/no-secret", Policy: "ArmorPolicy shop/web", Operation: "read", Path: "/secret", PID: 7, Comm: "cat"}
+	for range 10 {
+		e.record(web, deny)
+	}
+	other := deny
+	other.Rule = "builtin/disallow-mount"
+	e.record(web, other)
+	audit := deny
+	audit.Action = v1alpha1.ActionAudit
+	e.record(web, audit)
+	if len(notes) != 3 || e.Suppressed() != 8 {
+		t.Fatalf("events %q, suppressed %d; want 2 for the first rule, 1 for the second, none for audits, 8 suppressed", notes, e.Suppressed())
+	}
+	if want := "shop/web PodarmorDenied: read /secret denied by rule custom/no-secret of ArmorPolicy shop/web in container app (pid 7, cat)"; notes[0] != want {
+		t.Errorf("note %q, want %q", notes[0], want)
+	}
+	e.forget(map[types.UID]bool{})
+	e.record(web, deny)
+	if len(notes) != 4 {
+		t.Errorf("a forgotten pod's budget is not renewed: %d events", len(notes))
 	}
 }

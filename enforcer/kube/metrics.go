@@ -18,6 +18,7 @@ type metrics struct {
 	policies      *prometheus.GaugeVec
 	registered    prometheus.GaugeFunc
 	unregistered  prometheus.GaugeFunc
+	suppressed    prometheus.CounterFunc
 }
 
 func newMetrics(a *agent) *metrics {
@@ -52,11 +53,15 @@ func newMetrics(a *agent) *metrics {
 			Name: "podarmor_enforcer_containers_unregistered",
 			Help: "Sandboxed containers running on the node that the last reconciliation could not register with the BPF enforcer (should be 0).",
 		}, func() float64 { return float64(a.reg.Unregistered()) }),
+		suppressed: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "podarmor_enforcer_pod_events_suppressed_total",
+			Help: "Denials that did not become a Kubernetes Event on their pod because that pod and rule had used up their budget (every denial is still counted and logged).",
+		}, func() float64 { return float64(a.podEvents.Suppressed()) }),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.registrations, m.delay, m.applyDuration, m.profiles, m.policies, m.registered, m.unregistered}
+	return []prometheus.Collector{m.registrations, m.delay, m.applyDuration, m.profiles, m.policies, m.registered, m.unregistered, m.suppressed}
 }
 
 // Describe implements prometheus.Collector.

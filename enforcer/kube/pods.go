@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -69,6 +70,28 @@ type podResolver struct {
 	// wait is how long a missing pod is waited for in the informer before the API
 	// server is asked.
 	wait time.Duration
+	// containers maps the IDs of sandboxed containers resolved so far to their pods, for
+	// events.
+	containers sync.Map // string -> podRef
+}
+
+// containerPod is the pod of a sandboxed container the resolver has seen.
+func (r *podResolver) containerPod(id string) (podRef, bool) {
+	v, ok := r.containers.Load(id)
+	if !ok {
+		return podRef{}, false
+	}
+	return v.(podRef), true
+}
+
+// forget drops the containers not in running.
+func (r *podResolver) forget(running map[string]bool) {
+	r.containers.Range(func(k, _ any) bool {
+		if !running[k.(string)] {
+			r.containers.Delete(k)
+		}
+		return true
+	})
 }
 
 // Resolve implements registrar.Resolver.
@@ -86,7 +109,12 @@ func (r *podResolver) Resolve(ctx context.Context, req hook.Request) (string, er
 	if err != nil {
 		return "", err
 	}
-	return pod.Labels[v1alpha1.LabelProfile], nil
+	profile := pod.Labels[v1alpha1.LabelProfile]
+	if profile != "" {
+		ref.UID = pod.UID
+		r.containers.Store(req.ContainerID, ref)
+	}
+	return profile, nil
 }
 
 func (r *podResolver) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {

@@ -1,6 +1,8 @@
 package kube
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -9,11 +11,21 @@ import (
 
 	"github.com/podarmor/podarmor/enforcer/profiles"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	compileapparmor "github.com/podarmor/podarmor/policies/compile/apparmor"
 )
 
-// nodeFeatures is what the node's kernel offers podarmor, for its ArmorNodeStatus.
-func nodeFeatures(pc profiles.Config) v1alpha1.NodeFeatures {
+// nodeFeatures is what the node's kernel offers podarmor, for its ArmorNodeStatus;
+// securityFS is where securityfs is mounted.
+func nodeFeatures(pc profiles.Config, securityFS string) v1alpha1.NodeFeatures {
 	f := v1alpha1.NodeFeatures{BPFLSM: pc.BPF != nil, AppArmor: pc.AppArmor != nil, Seccomp: pc.Seccomp != nil}
+	if f.AppArmor {
+		f.AppArmorABI = string(compileapparmor.ABI30) // what compile.DefaultBackends writes
+		if entries, err := os.ReadDir(filepath.Join(securityFS, "apparmor", "features")); err == nil {
+			for _, e := range entries {
+				f.AppArmorFeatures = append(f.AppArmorFeatures, e.Name())
+			}
+		}
+	}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		f.KernelRelease = unix.ByteSliceToString(u.Release[:])

@@ -45,38 +45,40 @@ import (
 // Configuration keys: flag names, and with PODARMOR_ and dashes as underscores, the
 // environment variables.
 const (
-	keyConfig         = "config"
-	keyLogFormat      = "log-format"
-	keyLogLevel       = "log-level"
-	keySocket         = "socket"
-	keyTimeout        = "timeout"
-	keyOnUnavailable  = "on-unavailable"
-	keyUnprotectedDir = "unprotected-dir"
-	keyPolicy         = "policy"
-	keyContainer      = "container"
-	keyEvents         = "events"
-	keyPinDir         = "pin-dir"
-	keySeccompRoot    = "seccomp-root"
-	keyAppArmorDir    = "apparmor-dir"
-	keyAppArmorParser = "apparmor-parser"
-	keyAPIServer      = "apiserver-address"
-	keyClusterCIDRs   = "cluster-cidr"
-	keyUnconfined     = "unconfined"
-	keyPrivileged     = "privileged"
-	keyMount          = "mount"
-	keySetup          = "setup"
-	keyWithout        = "without-enforcer"
-	keyReportPrefix   = "report-prefix"
-	keyVerbose        = "verbose"
-	keyDir            = "dir"
-	keyNodeName       = "node-name"
-	keyKubeconfig     = "kubeconfig"
-	keyPodWait        = "pod-wait"
-	keyReconcile      = "reconcile-interval"
-	keyListen         = "listen"
-	keyProc           = "proc"
-	keyNRIHook        = "nri-hook-path"
-	keyNRISocket      = "nri-socket"
+	keyConfig           = "config"
+	keyLogFormat        = "log-format"
+	keyLogLevel         = "log-level"
+	keySocket           = "socket"
+	keyTimeout          = "timeout"
+	keyOnUnavailable    = "on-unavailable"
+	keyUnprotectedDir   = "unprotected-dir"
+	keyPolicy           = "policy"
+	keyContainer        = "container"
+	keyEvents           = "events"
+	keyPinDir           = "pin-dir"
+	keySeccompRoot      = "seccomp-root"
+	keyAppArmorDir      = "apparmor-dir"
+	keyAppArmorParser   = "apparmor-parser"
+	keyAPIServer        = "apiserver-address"
+	keyClusterCIDRs     = "cluster-cidr"
+	keyUnconfined       = "unconfined"
+	keyPrivileged       = "privileged"
+	keyMount            = "mount"
+	keySetup            = "setup"
+	keyWithout          = "without-enforcer"
+	keyReportPrefix     = "report-prefix"
+	keyVerbose          = "verbose"
+	keyDir              = "dir"
+	keyNodeName         = "node-name"
+	keyKubeconfig       = "kubeconfig"
+	keyPodWait          = "pod-wait"
+	keyReconcile        = "reconcile-interval"
+	keyListen           = "listen"
+	keyProc             = "proc"
+	keyNRIHook          = "nri-hook-path"
+	keyNRISocket        = "nri-socket"
+	keyPodEventBurst    = "pod-event-burst"
+	keyPodEventInterval = "pod-event-interval"
 )
 
 // common is the configuration every subcommand has.
@@ -156,6 +158,8 @@ type kubernetesConfig struct {
 	NRIHookPath       string        `mapstructure:"nri-hook-path"`
 	NRISocket         string        `mapstructure:"nri-socket"`
 	OnUnavailable     string        `mapstructure:"on-unavailable"`
+	PodEventBurst     int           `mapstructure:"pod-event-burst"`
+	PodEventInterval  time.Duration `mapstructure:"pod-event-interval"`
 }
 
 // tryConfig is try-guest's.
@@ -246,6 +250,8 @@ var subcommands = map[string]subcommand{
 			fs.String(keyNRIHook, "", "podarmor-enforcer's path on the node: runs the NRI plugin that injects `podarmor-enforcer oci-hook` into the containers of sandboxed pods (empty: no NRI plugin)")
 			fs.String(keyNRISocket, nri.DefaultSocket, "the container runtime's NRI socket")
 			fs.String(keyOnUnavailable, string(hook.Refuse), "the injected hook's --on-unavailable: refuse or allow")
+			fs.Int(keyPodEventBurst, kube.DefaultEventBurst, "denials of one rule in one pod that become Kubernetes Events at once; then one per --pod-event-interval (negative: no Events)")
+			fs.Duration(keyPodEventInterval, kube.DefaultEventInterval, "after the burst, one Event per pod and rule per interval")
 		},
 		run: runKubernetes,
 	},
