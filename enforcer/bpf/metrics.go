@@ -10,16 +10,25 @@ import (
 // counts from the per-CPU counters, events lost, and which LSM hooks this kernel has.
 // Labels come from bounded sets: profiles and rule IDs of the loaded policies, hook names.
 type Collector struct {
-	e         *Enforcer
+	src       Source
 	decisions *prometheus.Desc
 	dropped   *prometheus.Desc
 	hooks     *prometheus.Desc
 }
 
-// NewCollector returns the Collector of e.
-func NewCollector(e *Enforcer) *Collector {
+// Source is what a Collector reads at scrape time. *Enforcer is the real one; the
+// metrics tests of the enforcer's binary give a fake, so the collector's families can
+// be gathered and linted without a loaded BPF object.
+type Source interface {
+	Counters() (map[Decision]uint64, error)
+	Drops() ([tables.NumDrops]uint64, error)
+	Hooks() []Hook
+}
+
+// NewCollector returns the Collector of src, usually an *Enforcer.
+func NewCollector(src Source) *Collector {
 	return &Collector{
-		e: e,
+		src: src,
 		decisions: prometheus.NewDesc("podarmor_enforcer_decisions_total",
 			"Operations a BPF rule decided, by profile, rule and action (enforce: refused; audit: allowed and reported). Exact: counted in the kernel, whether or not the event was delivered.",
 			[]string{"profile", "rule", "action"}, nil),
@@ -45,21 +54,21 @@ var dropNames = [tables.NumDrops]string{tables.DropRingbuf: "ringbuf", tables.Dr
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	if counts, err := c.e.Counters(); err != nil {
+	if counts, err := c.src.Counters(); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.decisions, err)
 	} else {
 		for d, n := range counts {
 			ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n), d.Profile, d.Rule, actionNames[d.Action])
 		}
 	}
-	if drops, err := c.e.Drops(); err != nil {
+	if drops, err := c.src.Drops(); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.dropped, err)
 	} else {
 		for i, n := range drops {
 			ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), dropNames[i])
 		}
 	}
-	for _, h := range c.e.Hooks() {
+	for _, h := range c.src.Hooks() {
 		v := 0.0
 		if h.Attached {
 			v = 1
