@@ -16,6 +16,7 @@
 #define O_APPEND 00002000
 #define FMODE_READ 0x1
 #define FMODE_WRITE 0x2
+#define __FMODE_EXEC 0x20 /* in f_flags of a file exec opens; open(2) cannot set it */
 
 #define S_ISUID 0004000
 #define S_ISGID 0002000
@@ -41,9 +42,19 @@ static const __u32 zero = 0;
 
 /* ---- identity ---------------------------------------------------------------- */
 
+/* task_mntns reads the mount namespace of any task (a ptrace peer, say), through
+ * bpf_probe_read_kernel: the pointer may come from anywhere. */
 static __always_inline __u32 task_mntns(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+}
+
+/* current_mntns reads the current task's mount namespace with plain loads through the
+ * trusted pointer of bpf_get_current_task_btf(): three loads, where task_mntns makes
+ * three helper calls. nsproxy is the current task's own and cannot change under it. */
+static __always_inline __u32 current_mntns(struct task_struct *current)
+{
+	return current->nsproxy->mnt_ns->ns.inum;
 }
 
 /* task_identity_of returns the identity of a task that carries one. */
@@ -52,17 +63,29 @@ static __always_inline struct identity *task_identity_of(struct task_struct *tas
 	return bpf_task_storage_get(&task_identity, task, 0, 0);
 }
 
-/* adopt gives task the identity of its armed registration, if its mount namespace has one,
- * and returns it. A registration not yet armed (the runtime is still setting the container
- * up) confines nobody; the first exec in the namespace arms it (see exec hook). */
-static __always_inline struct identity *adopt(struct task_struct *task)
+/* current_identity_of is task_identity_of for the current task, which first reads the
+ * task's local-storage pointer: a task without any task storage (almost every task
+ * outside a sandbox) carries no identity, and a load says so where the helper call
+ * would lock, look and unlock. */
+static __always_inline struct identity *current_identity_of(struct task_struct *current)
 {
-	__u32 ns = task_mntns(task);
+	if (!current->bpf_storage)
+		return 0;
+	return task_identity_of(current);
+}
+
+/* adopt gives the current task the identity of its mount namespace's armed registration,
+ * if there is one, and returns it. A registration not yet armed (the runtime is still
+ * setting the container up) confines nobody; the first exec in the namespace arms it
+ * (see the exec hook). */
+static __always_inline struct identity *adopt(struct task_struct *current)
+{
+	__u32 ns = current_mntns(current);
 	struct registration *reg = bpf_map_lookup_elem(&containers, &ns);
 	if (!reg || !reg->armed)
 		return 0;
 	struct identity *id =
-		bpf_task_storage_get(&task_identity, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		bpf_task_storage_get(&task_identity, current, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!id)
 		return &reg->id; /* out of memory: confine this call, try to cache next time */
 	*id = reg->id;
@@ -71,14 +94,16 @@ static __always_inline struct identity *adopt(struct task_struct *task)
 
 /* current_identity returns the sandbox identity of the current task, or 0 for a task
  * outside every sandbox. Identity sticks to the task and its descendants: a task that
- * unshares or enters another mount namespace keeps it. */
+ * unshares or enters another mount namespace keeps it. This is the first thing every
+ * hook does, and for a task outside every sandbox the whole of what it does: one load
+ * (no task storage), three loads (the mount namespace) and one hash lookup. */
 static __always_inline struct identity *current_identity(void)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct identity *id = task_identity_of(task);
+	struct task_struct *current = bpf_get_current_task_btf();
+	struct identity *id = current_identity_of(current);
 	if (id)
 		return id;
-	return adopt(task);
+	return adopt(current);
 }
 
 /* body_of returns the active rule body of a profile slot and its index. */

@@ -76,12 +76,13 @@ static __always_inline void mask_or(struct mask *dst, const struct mask *a)
 
 /* path_mask narrows c->m to the rules whose sources (source set) or targets allow the
  * path of len bytes in the scratch buffer. */
-static __always_inline int path_mask(struct mount_scratch *c, struct mount_body *mb, __u32 bi,
-				     struct profile_body *b, struct resolved p, int source)
+static __always_inline int path_mask(struct scratch *s, struct mount_scratch *c,
+				     struct mount_body *mb, __u32 bi, struct profile_body *b,
+				     struct resolved p, int source)
 {
 	__builtin_memcpy(&c->t, source ? &mb->no_source : &mb->no_target, sizeof(c->t));
 	if (p.len >= 0 && b->dfa_states) {
-		__u32 state = match(bi, b, p.off, p.len);
+		__u32 state = match(s, bi, b, p.off, p.len);
 		if (state) {
 			struct dfa_accept_key k = {.body = bi, .state = state};
 			struct mount_paths *mp = bpf_map_lookup_elem(&dfa_mount, &k);
@@ -206,9 +207,9 @@ int BPF_PROG(sb_mount, const char *dev_name, const struct path *path, const char
 		__builtin_memcpy(&x.c->t, &x.mb->no_source, sizeof(x.c->t));
 		mask_and(&x.c->m, &x.c->t);
 	} else {
-		path_mask(x.c, x.mb, x.bi, x.b, src, 1);
+		path_mask(s, x.c, x.mb, x.bi, x.b, src, 1);
 	}
-	path_mask(x.c, x.mb, x.bi, x.b, resolve(s, path), 0);
+	path_mask(s, x.c, x.mb, x.bi, x.b, resolve(s, path), 0);
 	if (s->seq != seq)
 		return -EPERM;
 	return mount_decide(x.id, x.bi, x.mb, x.c, PA_MOUNT_MOUNT, f);
@@ -243,9 +244,9 @@ int BPF_PROG(move_mount, const struct path *from_path, const struct path *to_pat
 		__builtin_memcpy(&x.c->t, &x.mb->no_source, sizeof(x.c->t));
 		mask_and(&x.c->m, &x.c->t);
 	} else {
-		path_mask(x.c, x.mb, x.bi, x.b, src, 1);
+		path_mask(s, x.c, x.mb, x.bi, x.b, src, 1);
 	}
-	path_mask(x.c, x.mb, x.bi, x.b, walk_struct_path(s, to_path, 0), 0);
+	path_mask(s, x.c, x.mb, x.bi, x.b, walk_struct_path(s, to_path, 0), 0);
 	if (s->seq != seq)
 		return -EPERM;
 	return mount_decide(x.id, x.bi, x.mb, x.c, PA_MOUNT_MOUNT, 1U << PA_MF_MOVE);
@@ -294,7 +295,7 @@ int BPF_PROG(sb_pivotroot, const struct path *old_path, const struct path *new_p
 	struct scratch *s = take_scratch(&seq);
 	if (!s)
 		return -EPERM;
-	path_mask(x.c, x.mb, x.bi, x.b, walk_struct_path(s, new_path, 0), 0);
+	path_mask(s, x.c, x.mb, x.bi, x.b, walk_struct_path(s, new_path, 0), 0);
 	if (s->seq != seq)
 		return -EPERM;
 	return mount_decide(x.id, x.bi, x.mb, x.c, PA_MOUNT_PIVOTROOT, 0);

@@ -27,25 +27,29 @@ static __always_inline struct verdict *socket_lookup(__u32 body, __u16 f, __u16 
 }
 
 /* socket_verdict returns the most specific rule for (family, type, protocol): exact
- * fields win over "any", family first. */
-static __always_inline struct verdict *socket_verdict(__u32 body, __u16 f, __u16 t, __u16 p)
+ * fields win over "any", family first. shapes has bit i when some key has shape i (which
+ * fields are PA_ANY: 4 family, 2 type, 1 protocol): only those are looked up. */
+static __always_inline struct verdict *socket_verdict(__u32 body, __u32 shapes, __u16 f, __u16 t,
+						      __u16 p)
 {
 	struct verdict *v;
-	if ((v = socket_lookup(body, f, t, p)))
+	if ((shapes & 0x01) && (v = socket_lookup(body, f, t, p)))
 		return v;
-	if ((v = socket_lookup(body, f, t, PA_ANY)))
+	if ((shapes & 0x02) && (v = socket_lookup(body, f, t, PA_ANY)))
 		return v;
-	if ((v = socket_lookup(body, f, PA_ANY, p)))
+	if ((shapes & 0x04) && (v = socket_lookup(body, f, PA_ANY, p)))
 		return v;
-	if ((v = socket_lookup(body, f, PA_ANY, PA_ANY)))
+	if ((shapes & 0x08) && (v = socket_lookup(body, f, PA_ANY, PA_ANY)))
 		return v;
-	if ((v = socket_lookup(body, PA_ANY, t, p)))
+	if ((shapes & 0x10) && (v = socket_lookup(body, PA_ANY, t, p)))
 		return v;
-	if ((v = socket_lookup(body, PA_ANY, t, PA_ANY)))
+	if ((shapes & 0x20) && (v = socket_lookup(body, PA_ANY, t, PA_ANY)))
 		return v;
-	if ((v = socket_lookup(body, PA_ANY, PA_ANY, p)))
+	if ((shapes & 0x40) && (v = socket_lookup(body, PA_ANY, PA_ANY, p)))
 		return v;
-	return socket_lookup(body, PA_ANY, PA_ANY, PA_ANY);
+	if (shapes & 0x80)
+		return socket_lookup(body, PA_ANY, PA_ANY, PA_ANY);
+	return 0;
 }
 
 /* default_protocol is what the kernel picks for protocol 0 on inet sockets. */
@@ -74,7 +78,10 @@ int BPF_PROG(socket_create, int family, int type, int protocol, int kern)
 		return 0;
 	type &= SOCK_TYPE_MASK;
 	__u16 proto = default_protocol(family, type, protocol);
-	struct verdict *v = socket_verdict(bi, family, type, proto);
+	__u32 shapes = b->has_socket >> 1;
+	if (!shapes)
+		shapes = 0xff; /* a body from an enforcer that did not record shapes */
+	struct verdict *v = socket_verdict(bi, shapes, family, type, proto);
 	if (!v)
 		return 0;
 	return decide_simple(id, bi, v->rule, v->action, PA_HOOK_SOCKET_CREATE, family,
@@ -111,19 +118,25 @@ static __always_inline int egress(struct socket *sock, struct sockaddr *addr, __
 	if (!b || !b->has_egress)
 		return 0;
 
-	__u16 family = BPF_CORE_READ(addr, sa_family);
+	/* One read covers either family: the address is the kernel's copy, in a buffer of
+	 * struct sockaddr_storage (a shorter one at the end of a page: read what IPv4
+	 * needs). */
+	struct sockaddr_in6 sa = {};
+	if (bpf_probe_read_kernel(&sa, sizeof(sa), addr) &&
+	    bpf_probe_read_kernel(&sa, sizeof(struct sockaddr_in), addr))
+		return 0;
+	__u16 family = sa.sin6_family;
 	__u16 port = 0;
 	__u8 a[16] = {};
 	int v4 = 0;
 	if (family == AF_INET) {
-		struct sockaddr_in *in = (void *)addr;
-		port = bpf_ntohs(BPF_CORE_READ(in, sin_port));
-		bpf_probe_read_kernel(a, 4, &in->sin_addr);
+		struct sockaddr_in *in = (void *)&sa;
+		port = bpf_ntohs(in->sin_port);
+		__builtin_memcpy(a, &in->sin_addr, 4);
 		v4 = 1;
 	} else if (family == AF_INET6) {
-		struct sockaddr_in6 *in6 = (void *)addr;
-		port = bpf_ntohs(BPF_CORE_READ(in6, sin6_port));
-		bpf_probe_read_kernel(a, 16, &in6->sin6_addr);
+		port = bpf_ntohs(sa.sin6_port);
+		__builtin_memcpy(a, &sa.sin6_addr, 16);
 		/* ::ffff:a.b.c.d reaches the IPv4 address a.b.c.d */
 		if (!a[0] && !a[1] && !a[2] && !a[3] && !a[4] && !a[5] && !a[6] && !a[7] &&
 		    !a[8] && !a[9] && a[10] == 0xff && a[11] == 0xff) {
@@ -150,7 +163,10 @@ static __always_inline int egress(struct socket *sock, struct sockaddr *addr, __
 	if (!ports)
 		return 0;
 
-	__u16 proto = BPF_CORE_READ(sock, sk, sk_protocol);
+	struct sock *sk = sock->sk; /* the hook's argument: plain loads */
+	if (!sk)
+		return 0;
+	__u16 proto = sk->sk_protocol;
 	__u32 pi = proto_index(proto);
 	if (pi > 3)
 		return 0;

@@ -9,43 +9,114 @@
 #ifndef PODARMOR_PATH_H
 #define PODARMOR_PATH_H
 
+/* The walk takes WALK_CHUNK bytes per bpf_loop iteration, with the scratch buffer, the
+ * byte classes and the table's geometry looked up once per path and carried in the
+ * context: a byte costs a load, a class load, an index computation and one array lookup
+ * (which the verifier inlines). A whole chunk is walked without checking for the end of
+ * the path; the last, partial one checks every byte. */
+#define WALK_CHUNK 16
+
 struct walk {
-	__u32 body;
+	struct scratch *s;
+	struct dfa_classes *cl;
 	__u32 base;
 	__u32 nclasses;
 	__u32 state;
 	__u32 off;
+	__u32 len;
 };
 
-static long walk_step(__u32 i, struct walk *w)
+/* WALK_BYTE takes byte k of the chunk at p, or leaves the chunk in the dead state. */
+#define WALK_BYTE(k)                                                              \
+	do {                                                                      \
+		__u32 idx = base + state * nclasses + cl->class[p[k]];           \
+		__u32 *next = bpf_map_lookup_elem(&dfa_trans, &idx);             \
+		state = next ? *next : 0;                                         \
+		if (!state)                                                       \
+			goto out; /* dead: nothing can match any more */          \
+	} while (0)
+
+/* WALK_LAST takes byte k of the last chunk, which has n bytes. */
+#define WALK_LAST(k)                \
+	do {                        \
+		if ((k) >= n)       \
+			goto out;   \
+		WALK_BYTE(k);       \
+	} while (0)
+
+static long walk_chunk(__u32 i, struct walk *w)
 {
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	struct dfa_classes *cl = bpf_map_lookup_elem(&dfa_classes, &w->body);
-	if (!s || !cl) {
-		w->state = 0;
-		return 1;
+	struct dfa_classes *cl = w->cl;
+	__u32 base = w->base, nclasses = w->nclasses, state = w->state;
+	__u64 at = (__u64)i * WALK_CHUNK;
+	__u64 x = w->off + at, n = w->len - at;
+	/* match keeps off + len within the first half of the buffer; the verifier needs
+	 * to see that a chunk at x stays inside the buffer */
+	if (x > PATH_BUF * 2 - WALK_CHUNK) {
+		state = 0;
+		goto out;
 	}
-	__u8 b = s->path[(w->off + i) & (PATH_BUF * 2 - 1)];
-	__u32 idx = w->base + w->state * w->nclasses + cl->class[b];
-	__u32 *next = bpf_map_lookup_elem(&dfa_trans, &idx);
-	w->state = next ? *next : 0;
-	return w->state == 0; /* dead: nothing can match any more */
+	const __u8 *p = (const __u8 *)&w->s->path[x];
+	if (n >= WALK_CHUNK) {
+		WALK_BYTE(0);
+		WALK_BYTE(1);
+		WALK_BYTE(2);
+		WALK_BYTE(3);
+		WALK_BYTE(4);
+		WALK_BYTE(5);
+		WALK_BYTE(6);
+		WALK_BYTE(7);
+		WALK_BYTE(8);
+		WALK_BYTE(9);
+		WALK_BYTE(10);
+		WALK_BYTE(11);
+		WALK_BYTE(12);
+		WALK_BYTE(13);
+		WALK_BYTE(14);
+		WALK_BYTE(15);
+	} else {
+		WALK_LAST(0);
+		WALK_LAST(1);
+		WALK_LAST(2);
+		WALK_LAST(3);
+		WALK_LAST(4);
+		WALK_LAST(5);
+		WALK_LAST(6);
+		WALK_LAST(7);
+		WALK_LAST(8);
+		WALK_LAST(9);
+		WALK_LAST(10);
+		WALK_LAST(11);
+		WALK_LAST(12);
+		WALK_LAST(13);
+		WALK_LAST(14);
+	}
+out:
+	w->state = state;
+	return state == 0;
 }
 
-/* match walks the len bytes at off in the scratch path through body's DFA and returns
- * the final state (0 when no rule can match). */
-static __always_inline __u32 match(__u32 bodyidx, struct profile_body *b, __u32 off, __u32 len)
+/* match walks the len bytes at off in the scratch path s through body's DFA and returns
+ * the final state (0 when no rule can match). Every resolver leaves its path in the first
+ * half of the buffer (off + len <= PATH_BUF). */
+static __always_inline __u32 match(struct scratch *s, __u32 bodyidx, struct profile_body *b,
+				   __u32 off, __u32 len)
 {
+	if (len > PATH_BUF || off > PATH_BUF)
+		return 0;
+	struct dfa_classes *cl = bpf_map_lookup_elem(&dfa_classes, &bodyidx);
+	if (!cl)
+		return 0;
 	struct walk w = {
-		.body = bodyidx,
+		.s = s,
+		.cl = cl,
 		.base = b->dfa_base,
 		.nclasses = b->dfa_classes,
 		.state = 1,
 		.off = off,
+		.len = len,
 	};
-	if (len > PATH_BUF)
-		return 0;
-	bpf_loop(len, walk_step, &w, 0);
+	bpf_loop((len + WALK_CHUNK - 1) / WALK_CHUNK, walk_chunk, &w, 0);
 	return w.state;
 }
 
@@ -202,7 +273,7 @@ static __always_inline int decide_subtree(struct identity *id, __u32 bodyidx,
 		drop(PA_DROP_PATH);
 		return -EPERM;
 	}
-	__u32 state = step(bodyidx, b, match(bodyidx, b, p.off, p.len), '/');
+	__u32 state = step(bodyidx, b, match(s, bodyidx, b, p.off, p.len), '/');
 	if (s->seq != seq) {
 		drop(PA_DROP_PATH);
 		return -EPERM;
@@ -235,27 +306,12 @@ static __always_inline struct verdicts_path *path_verdicts(__u32 bodyidx, __u32 
 	return bpf_map_lookup_elem(&dfa_accept, &k);
 }
 
-/* decide_path decides an operation that wants the permission bits in want on a resolved
- * path, counting and reporting it. A path that cannot be resolved is refused (fail
- * closed) and counted. */
-static __always_inline int decide_path(struct identity *id, __u32 bodyidx, struct profile_body *b,
-				       struct scratch *s, __u64 seq, struct resolved p, __u32 want,
-				       __u8 hook)
+/* decide_verdicts decides an operation that wants the permission bits in want on the
+ * path p whose DFA state carries the verdicts v, counting and reporting it. */
+static __always_inline int decide_verdicts(struct identity *id, __u32 bodyidx, struct scratch *s,
+					   struct resolved p, struct verdicts_path *v, __u32 want,
+					   __u8 hook)
 {
-	if (p.len < 0) {
-		drop(PA_DROP_PATH);
-		return -EPERM;
-	}
-	long len = p.len;
-	__u32 state = match(bodyidx, b, p.off, len);
-	if (s->seq != seq) {
-		/* another program reused this CPU's buffer while we matched */
-		drop(PA_DROP_PATH);
-		return -EPERM;
-	}
-	struct verdicts_path *v = path_verdicts(bodyidx, state);
-	if (!v)
-		return 0;
 	__u32 bit = 0;
 	__u8 action = pick(v->enforce, v->audit, want, PA_NPERM, &bit);
 	if (action == PA_ACTION_NONE)
@@ -265,13 +321,48 @@ static __always_inline int decide_path(struct identity *id, __u32 bodyidx, struc
 	struct event *e = event_start(id, bodyidx, rule, action, hook);
 	if (e) {
 		e->detail = bit;
-		e->path_len = len;
+		e->path_len = p.len;
 		/* the scratch path is NUL-terminated at len; a longer one is cut */
 		bpf_probe_read_kernel(e->path, EVENT_PATH, &s->path[p.off & (PATH_BUF - 1)]);
 		e->path[EVENT_PATH - 1] = 0;
 		bpf_ringbuf_submit(e, 0);
 	}
 	return verdict_ret(action);
+}
+
+/* match_path matches a resolved path and sets *state; it returns -EPERM for a path that
+ * cannot be resolved or a buffer another program reused meanwhile (fail closed, counted). */
+static __always_inline int match_path(__u32 bodyidx, struct profile_body *b, struct scratch *s,
+				      __u64 seq, struct resolved p, __u32 *state)
+{
+	if (p.len < 0) {
+		drop(PA_DROP_PATH);
+		return -EPERM;
+	}
+	*state = match(s, bodyidx, b, p.off, p.len);
+	if (s->seq != seq) {
+		/* another program reused this CPU's buffer while we matched */
+		drop(PA_DROP_PATH);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* decide_path decides an operation that wants the permission bits in want on a resolved
+ * path, counting and reporting it. A path that cannot be resolved is refused (fail
+ * closed) and counted. */
+static __always_inline int decide_path(struct identity *id, __u32 bodyidx, struct profile_body *b,
+				       struct scratch *s, __u64 seq, struct resolved p, __u32 want,
+				       __u8 hook)
+{
+	__u32 state = 0;
+	int ret = match_path(bodyidx, b, s, seq, p, &state);
+	if (ret)
+		return ret;
+	struct verdicts_path *v = path_verdicts(bodyidx, state);
+	if (!v)
+		return 0;
+	return decide_verdicts(id, bodyidx, s, p, v, want, hook);
 }
 
 #endif

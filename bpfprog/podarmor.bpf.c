@@ -50,8 +50,8 @@ int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags)
  * too, which covers it), and write for a truncation. */
 static __always_inline __u32 open_perms(struct file *file)
 {
-	__u32 mode = BPF_CORE_READ(file, f_mode);
-	__u32 flags = BPF_CORE_READ(file, f_flags);
+	__u32 mode = file->f_mode; /* the hook's argument: plain loads */
+	__u32 flags = file->f_flags;
 	__u32 want = 0;
 	if (mode & FMODE_READ)
 		want |= 1U << PA_READ;
@@ -65,6 +65,10 @@ static __always_inline __u32 open_perms(struct file *file)
 SEC("lsm.s/file_open")
 int BPF_PROG(file_open, struct file *file)
 {
+	/* The exec hook decides the binary an exec opens, read included (see there), as
+	 * AppArmor does: the path is resolved and matched once per exec. */
+	if (file->f_flags & __FMODE_EXEC)
+		return 0;
 	struct identity *id = current_identity();
 	if (!id)
 		return 0;
@@ -270,14 +274,16 @@ SEC("lsm.s/bprm_check_security")
 int BPF_PROG(bprm_check_security, struct linux_binprm *bprm)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct identity *id = task_identity_of(task);
+	struct identity *id = current_identity_of(task);
+	int arming = 0;
 	if (!id) {
 		/* The runtime's first exec in a registered namespace starts the container's
 		 * own program: confinement begins here, as AppArmor's does at exec. */
-		__u32 ns = task_mntns(task);
+		__u32 ns = current_mntns(task);
 		struct registration *reg = bpf_map_lookup_elem(&containers, &ns);
 		if (!reg)
 			return 0;
+		arming = !reg->armed;
 		reg->armed = 1;
 		id = adopt(task);
 		if (!id)
@@ -292,7 +298,24 @@ int BPF_PROG(bprm_check_security, struct linux_binprm *bprm)
 	if (!s)
 		return -EPERM;
 	struct file *f = bprm->file;
-	return decide_path(id, bi, b, s, seq, resolve(s, &f->f_path), 1U << PA_EXEC, PA_HOOK_EXEC);
+	struct resolved p = resolve(s, &f->f_path);
+	__u32 state = 0;
+	int ret = match_path(bi, b, s, seq, p, &state);
+	if (ret)
+		return ret;
+	struct verdicts_path *v = path_verdicts(bi, state);
+	if (!v)
+		return 0;
+	/* file_open leaves the binary's open to this hook: reading it is decided here, on
+	 * the same match and first, as the open came first (an exec'd binary, a script and
+	 * its interpreter; the ELF interpreter the kernel maps is not checked, as under
+	 * AppArmor). The exec that arms the container opened its binary unconfined. */
+	if (!arming) {
+		ret = decide_verdicts(id, bi, s, p, v, 1U << PA_READ, PA_HOOK_FILE_OPEN);
+		if (ret)
+			return ret;
+	}
+	return decide_verdicts(id, bi, s, p, v, 1U << PA_EXEC, PA_HOOK_EXEC);
 }
 
 /* ---- capabilities ------------------------------------------------------------- */

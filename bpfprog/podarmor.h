@@ -152,7 +152,9 @@ struct profile_body {
 	__u8 ptrace_audit[PA_NPEERS];
 	__u16 ptrace_rule[PA_NPEERS][PA_NPTRACE];
 	__u16 _pad3;
-	__u32 has_socket; /* socket rules present: consult socket_rules */
+	__u32 has_socket; /* bit 0: socket rules present, consult socket_rules; bit 1 + shape:
+			   * some key has that shape (socket_verdict's order of lookups); no
+			   * shape bit: look every shape up */
 	__u32 has_egress; /* egress rules present: consult egress4/egress6 */
 	__u32 mount_ops;  /* bit per pa_mount_op with any rule: consult mount_bodies */
 	__u32 _pad2;

@@ -40,7 +40,9 @@ import (
 // the workloads do. It prints medians and their ratios to bare, the targets of the
 // performance issue, and the run time of each program from the kernel's BPF statistics.
 // `make bench` (hack/bench.sh enforcer) runs it and keeps the output in
-// docs/benchmarks/enforcer.txt. The ratios are reported as metrics.
+// docs/benchmarks/enforcer.txt. The ratios are reported as metrics. PODARMOR_BENCH_SERIES
+// (e.g. 6.12) runs one kernel series only; the guest's PODARMOR_BENCH_* variables pass
+// through (BenchmarkEnforcerGuest).
 func BenchmarkEnforcerInVM(b *testing.B) {
 	vm.Require(b)
 	files := benchGuestFiles(b)
@@ -59,6 +61,10 @@ func BenchmarkEnforcerInVM(b *testing.B) {
 		}
 	}
 	for _, series := range vm.Series() {
+		// PODARMOR_BENCH_SERIES limits the run to one kernel series (while iterating).
+		if only := os.Getenv("PODARMOR_BENCH_SERIES"); only != "" && only != series {
+			continue
+		}
 		b.Run(series, func(b *testing.B) {
 			res := vm.RunTest(b, vm.Config{
 				Kernel: vm.KernelT(b, series),

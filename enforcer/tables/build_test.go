@@ -31,7 +31,7 @@ const (
 	audit   = v1alpha1.ActionAudit
 )
 
-// socketLookup is net.h's socket_verdict.
+// socketLookup is net.h's socket_verdict, which looks up only the shapes HasSocket lists.
 func socketLookup(img *Image, f, ty, p uint16) (Verdict, bool) {
 	for _, k := range []SocketKey{
 		{Family: f, Type: ty, Protocol: p}, {Family: f, Type: ty, Protocol: Any},
@@ -39,6 +39,9 @@ func socketLookup(img *Image, f, ty, p uint16) (Verdict, bool) {
 		{Family: Any, Type: ty, Protocol: p}, {Family: Any, Type: ty, Protocol: Any},
 		{Family: Any, Type: Any, Protocol: p}, {Family: Any, Type: Any, Protocol: Any},
 	} {
+		if img.Body.HasSocket&(1<<(1+SocketShape(k))) == 0 {
+			continue
+		}
 		if v, ok := img.Sockets[k]; ok {
 			return v, true
 		}

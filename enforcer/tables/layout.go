@@ -161,7 +161,7 @@ type ProfileBody struct {
 	PtraceAudit   [NumPeers]uint8
 	PtraceRule    [NumPeers][NumPtrace]uint16
 	Pad3          uint16
-	HasSocket     uint32
+	HasSocket     uint32 // bit 0: socket rules present; bit 1+SocketShape: a key of that shape
 	HasEgress     uint32
 	MountOps      uint32
 	Pad2          uint32

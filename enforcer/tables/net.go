@@ -117,7 +117,9 @@ func (b *builder) finishSockets() error {
 			}
 		}
 	}
+	shapes := uint32(0)
 	for _, k := range list {
+		shapes |= 1 << SocketShape(k)
 		v := Verdict{Rule: RuleNone}
 		for _, r := range b.sockets {
 			if covers(r.key, k) && better(r.action, v.Action) {
@@ -126,8 +128,25 @@ func (b *builder) finishSockets() error {
 		}
 		b.img.Sockets[k] = v
 	}
-	b.img.Body.HasSocket = 1
+	b.img.Body.HasSocket = 1 | shapes<<1
 	return nil
+}
+
+// SocketShape numbers the shape of a socket key, which of its fields are Any, in the
+// order socket_verdict looks the shapes up: family, then type, then protocol exact
+// before Any. Bit 1+shape of HasSocket says that some key has that shape.
+func SocketShape(k SocketKey) uint {
+	var s uint
+	if k.Family == Any {
+		s |= 4
+	}
+	if k.Type == Any {
+		s |= 2
+	}
+	if k.Protocol == Any {
+		s |= 1
+	}
+	return s
 }
 
 func (b *builder) addEgress(e *ruleset.Egress, idx uint16, action Action) error {
