@@ -3,7 +3,7 @@
 # and the command, to docs/benchmarks/<name>.txt. docs/benchmarks.md quotes them.
 #
 #   hack/bench.sh            # every benchmark
-#   hack/bench.sh webhook    # one group
+#   hack/bench.sh webhook    # one group: webhook, enforcer or node
 #
 # Absolute times depend on the machine; on a shared one quote the ratios measured side by
 # side in one run (the pod-create benchmark alternates its namespaces create by create for
@@ -54,8 +54,21 @@ bench_enforcer() {
 	echo "bench: wrote $file" >&2
 }
 
+bench_node() {
+	local file="$out/node.txt" cmd
+	eval "$(hack/libbpf.sh)"
+	{
+		machine
+		echo "# commit: $(git describe --always --dirty --abbrev=12)"
+		cmd="go test -run '^\$' -bench '^BenchmarkNodeAgentInVM\$' -benchtime 1x -timeout 60m ./e2e/"
+		echo "# command: $cmd (first Kubernetes version of PODARMOR_KUBE_VERSIONS: ${PODARMOR_KUBE_VERSIONS:-default})${PODARMOR_BENCH_ROUNDS:+ (PODARMOR_BENCH_ROUNDS=$PODARMOR_BENCH_ROUNDS)}"
+		eval "$cmd"
+	} 2>&1 | tee "$file"
+	echo "bench: wrote $file" >&2
+}
+
 groups=("$@")
-((${#groups[@]})) || groups=(webhook enforcer)
+((${#groups[@]})) || groups=(webhook enforcer node)
 for g in "${groups[@]}"; do
 	if [[ "$(type -t "bench_$g")" != function ]]; then
 		echo "bench: unknown group $g; known: $(declare -F | sed -n 's/^declare -f bench_//p' | tr '\n' ' ')" >&2

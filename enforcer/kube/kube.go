@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,6 +184,8 @@ type agent struct {
 
 	resolver  *podResolver
 	podEvents *podEvents
+	// missing says which enforcers the node lacks, and why.
+	missing []string
 
 	mu      sync.Mutex
 	results []PolicyResult
@@ -236,6 +239,12 @@ func Run(ctx context.Context, cfg Config) error {
 		pc.AppArmor = loader
 	}
 	a.manager = profiles.New(pc)
+	for name, why := range map[string]string{"BPF LSM": pc.BPFMissing, "AppArmor": pc.AppArmorMissing} {
+		if why != "" {
+			a.missing = append(a.missing, fmt.Sprintf("%s unavailable: %s", name, why))
+		}
+	}
+	slices.Sort(a.missing)
 	started := time.Now()
 	features := nodeFeatures(pc, cmp.Or(cfg.AppArmor.SecurityFS, apparmor.DefaultSecurityFS))
 	status, err := nodestatus.New(dyn, cfg.NodeName, nodestatus.Options{Logger: log})
@@ -562,7 +571,12 @@ func (a *agent) serveHTTP() (string, func(), error) {
 			http.Error(w, "not ready: loading policies", http.StatusServiceUnavailable)
 			return
 		}
+		// Ready: the node enforces what it can. What it cannot is said here, and in
+		// the node's ArmorNodeStatus, which the webhook's gate reads.
 		fmt.Fprintln(w, "ok")
+		for _, m := range a.missing {
+			fmt.Fprintln(w, m)
+		}
 	})
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -34,8 +33,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/podarmor/podarmor/policies/catalog"
-	"github.com/podarmor/podarmor/policies/compile"
+	"github.com/podarmor/podarmor/policies/cluster"
 	"github.com/podarmor/podarmor/webhook/admission"
 	"github.com/podarmor/podarmor/webhook/certs"
 	"github.com/podarmor/podarmor/webhook/metrics"
@@ -225,7 +223,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return fmt.Errorf("dynamic client: %w", err)
 	}
 
-	compileOpts, err := compileOptions(ctx, cfg, kube)
+	compileOpts, err := cluster.CompileOptions(ctx, kube, cfg.APIServer, cfg.ClusterCIDRs)
 	if err != nil {
 		return err
 	}
@@ -366,43 +364,6 @@ func serve(ctx context.Context, srv *http.Server, tls bool) error {
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	}
-}
-
-// compileOptions are what policy validation compiles with: the catalog once, and the
-// cluster's addresses for $APISERVER and $CLUSTER_CIDRS.
-func compileOptions(ctx context.Context, cfg config, kube kubernetes.Interface) (compile.Options, error) {
-	cat, err := catalog.Load()
-	if err != nil {
-		return compile.Options{}, fmt.Errorf("built-in catalog: %w", err)
-	}
-	backends, err := compile.DefaultBackends()
-	if err != nil {
-		return compile.Options{}, err
-	}
-	o := compile.Options{Catalog: cat, Backends: backends}
-	addrs := cfg.APIServer
-	if len(addrs) == 0 {
-		svc, err := kube.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
-		if err != nil {
-			return o, fmt.Errorf("read the kubernetes Service for $APISERVER (or set --%s): %w", keyAPIServer, err)
-		}
-		addrs = svc.Spec.ClusterIPs
-	}
-	for _, s := range addrs {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return o, fmt.Errorf("--%s %q: %w", keyAPIServer, s, err)
-		}
-		o.APIServer = append(o.APIServer, a)
-	}
-	for _, s := range cfg.ClusterCIDRs {
-		p, err := compile.ParseAddress(s)
-		if err != nil {
-			return o, fmt.Errorf("--%s %q: %w", keyClusterCIDRs, s, err)
-		}
-		o.ClusterCIDRs = append(o.ClusterCIDRs, p)
-	}
-	return o, nil
 }
 
 // register creates or updates the webhook configurations for a webhook reached by URL.
