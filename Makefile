@@ -60,11 +60,11 @@ verify-bpf: ## fail if the committed BPF object differs from a build of its sour
 	hack/build-bpf.sh --verify
 
 .PHONY: update-docs
-update-docs: ## regenerate docs/rules.md from the built-in catalog
+update-docs: ## regenerate docs/rules.md, the metric inventories and docs/observability.md
 	hack/update-docs.sh
 
 .PHONY: verify-docs
-verify-docs: ## fail if docs/rules.md is stale
+verify-docs: ## fail if docs/rules.md, the metric inventories or docs/observability.md are stale
 	hack/update-docs.sh --verify
 
 .PHONY: update-golden

@@ -1,0 +1,114 @@
+package kube
+
+import (
+	"errors"
+	"flag"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podarmor/podarmor/deploy/monitoring/inventory"
+	"github.com/podarmor/podarmor/enforcer/bpf"
+	"github.com/podarmor/podarmor/enforcer/profiles"
+	"github.com/podarmor/podarmor/enforcer/registrar"
+	"github.com/podarmor/podarmor/enforcer/tables"
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite deploy/monitoring/inventory/enforcer.json")
+
+// fakeKernel stands in for a loaded BPF object: the collector reads it as it reads an
+// *bpf.Enforcer.
+type fakeKernel struct{}
+
+func (fakeKernel) Counters() (map[bpf.Decision]uint64, error) {
+	return map[bpf.Decision]uint64{
+		{Profile: "ap.shop.web", Rule: "block-write-etc", Action: tables.ActionEnforce}: 3,
+		{Profile: "ap.shop.web", Rule: "audit-exec", Action: tables.ActionAudit}:        1,
+	}, nil
+}
+
+func (fakeKernel) Drops() ([tables.NumDrops]uint64, error) {
+	return [tables.NumDrops]uint64{}, nil
+}
+
+func (fakeKernel) Hooks() []bpf.Hook {
+	return []bpf.Hook{{Name: "file_open", Attached: true}, {Name: "path_mkdir", Attached: false}}
+}
+
+// enforcerMetrics gathers what the Kubernetes mode serves on /metrics: the real
+// handler of serveHTTP, scraped over loopback, after the agent observed one policy
+// apply and one registration, plus enforcer/bpf's collector over a fake kernel (the
+// handler adds it only when BPF LSM is loaded).
+func enforcerMetrics(t *testing.T) prometheus.Gatherer {
+	t.Helper()
+	a := &agent{
+		cfg: Config{Listen: "127.0.0.1:0"}, reg: &registrar.Registrar{},
+		podEvents: newPodEvents(func(*corev1.ObjectReference, string, string) {}, DefaultEventBurst, DefaultEventInterval),
+	}
+	a.metrics = newMetrics(a)
+	a.metrics.observeRegistration(registrar.SourceReconcile, "ap.shop.web", 2*time.Second, nil)
+	a.metrics.observeRegistration(registrar.SourceHook, "ap.shop.web", 0, errors.New("no such process"))
+	a.metrics.observeApply([]PolicyResult{
+		{Name: "web", Enforcers: []profiles.EnforcerResult{{Enforcer: v1alpha1.EnforcerBPF, State: profiles.Loaded}}},
+		{Name: "db", CompileError: "unknown rule"},
+	}, 40*time.Millisecond)
+
+	addr, stop, err := a.serveHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", res.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	scraped, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	served := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		out := make([]*dto.MetricFamily, 0, len(scraped))
+		for _, mf := range scraped {
+			out = append(out, mf)
+		}
+		return out, nil
+	})
+	kernel := prometheus.NewRegistry()
+	kernel.MustRegister(bpf.NewCollector(fakeKernel{}))
+	return prometheus.Gatherers{served, kernel}
+}
+
+func TestPromlint(t *testing.T) {
+	problems, err := inventory.Lint(enforcerMetrics(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if problems != "" {
+		t.Errorf("promlint found problems in the enforcer's metrics:\n%s", problems)
+	}
+}
+
+// TestInventory keeps deploy/monitoring/inventory/enforcer.json, which the dashboard,
+// the alerts and docs/observability.md are checked against, equal to what the
+// enforcer serves.
+func TestInventory(t *testing.T) {
+	got, err := inventory.Gather(enforcerMetrics(t), "podarmor_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inventory.Check("../../deploy/monitoring/inventory/enforcer.json", got, *update); err != nil {
+		t.Error(err)
+	}
+}
