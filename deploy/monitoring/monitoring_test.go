@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -111,6 +112,31 @@ func checkExpr(known map[string]inventory.Metric, expr string) ([]string, error)
 		return nil, fmt.Errorf("%q: %s", expr, strings.Join(errs, "; "))
 	}
 	return families, nil
+}
+
+func TestOutputLabels(t *testing.T) {
+	tests := map[string]struct {
+		expr string
+		want []string
+	}{
+		"the outermost by clause":                {expr: `histogram_quantile(0.9, sum by (le, webhook) (rate(x_bucket[5m]))) > 1`, want: []string{"le", "webhook"}},
+		"no aggregation leaves the labels open":  {expr: `x > 0`},
+		"without leaves the labels open as well": {expr: `sum without (rule) (x) > 0`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := outputLabels(tc.expr)
+			if tc.want == nil {
+				if err == nil {
+					t.Errorf("outputLabels = %v, want an error", got)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("outputLabels = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
 }
 
 func TestCheckExprCatchesMistakes(t *testing.T) {
@@ -302,6 +328,30 @@ func annotationTemplate(text string) error {
 	return err
 }
 
+// labelRef finds the labels an alert's annotation uses.
+var labelRef = regexp.MustCompile(`\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)`)
+
+// outputLabels are the labels an alert expression's result keeps: those of its
+// outermost aggregation's by clause. podarmor's alerts all aggregate, so that their
+// labels are known.
+func outputLabels(expr string) ([]string, error) {
+	ast, err := parser.ParseExpr(expr)
+	if err != nil {
+		return nil, err
+	}
+	var outer *parser.AggregateExpr
+	parser.Inspect(ast, func(node parser.Node, _ []parser.Node) error {
+		if agg, ok := node.(*parser.AggregateExpr); ok && outer == nil {
+			outer = agg
+		}
+		return nil
+	})
+	if outer == nil || outer.Without {
+		return nil, fmt.Errorf("%q does not aggregate by labels; use an aggregation with by, so the alert's labels are known", expr)
+	}
+	return outer.Grouping, nil
+}
+
 func TestAlerts(t *testing.T) {
 	r := loadRules(t)
 	known := series(t)
@@ -323,6 +373,16 @@ func TestAlerts(t *testing.T) {
 			names[rl.Alert] = true
 			if _, err := checkExpr(known, rl.Expr); err != nil {
 				t.Errorf("%s: %v", rl.Alert, err)
+			} else if out, err := outputLabels(rl.Expr); err != nil {
+				t.Errorf("%s: %v", rl.Alert, err)
+			} else {
+				for _, a := range rl.Annotations {
+					for _, m := range labelRef.FindAllStringSubmatch(a, -1) {
+						if !slices.Contains(out, m[1]) {
+							t.Errorf("%s: an annotation uses $labels.%s, which the expression's result does not have (it has %v)", rl.Alert, m[1], out)
+						}
+					}
+				}
 			}
 			if d, err := model.ParseDuration(rl.For); err != nil || d <= 0 {
 				t.Errorf("%s: for %q is not a positive duration (%v)", rl.Alert, rl.For, err)
