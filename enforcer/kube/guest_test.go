@@ -45,71 +45,114 @@ const (
 // and BPF profiles; a hooked container of a labelled pod is registered with its pod's
 // profile and confined; a registration deleted behind the enforcer's back is repaired by
 // reconciliation; the metrics say so.
-func TestKubernetesMode(t *testing.T) {
+// agentHarness is the Kubernetes mode running in the guest against the host's API
+// server, with one ArmorPolicy "web" in the test's namespace.
+type agentHarness struct {
+	ns       string
+	kube     kubernetes.Interface
+	policies dynamic.ResourceInterface
+	enf      *bpf.Enforcer
+	httpAddr string
+	socket   string
+	done     chan error
+}
+
+// policyObject is the ArmorPolicy "web": its file rule (BPF's) denies reading paths; the
+// built-in rules change the AppArmor profile too.
+func policyObject(tb testing.TB, ns, enforcers, builtin string, paths ...string) *unstructured.Unstructured {
+	return mustUnstructured(tb, fmt.Sprintf(`{"apiVersion":"podarmor.io/v1alpha1","kind":"ArmorPolicy",
+		"metadata":{"name":"web","namespace":%q},
+		"spec":{"target":{"selector":{}},"enforcers":[%s],"mode":"EnhanceProtect","builtinRules":[%s],
+		"customRules":{"files":[{"name":"no-secret","paths":[%s],"permissions":["read"]}]}}}`,
+		ns, enforcers, builtin, `"`+strings.Join(paths, `","`)+`"`))
+}
+
+// startAgent creates the policy, starts the agent and waits until it is ready.
+func startAgent(tb testing.TB, ctx context.Context, eventLog io.Writer, level slog.Level) *agentHarness {
+	tb.Helper()
 	kubeconfig, ns := os.Getenv(envKubeconfig), os.Getenv(envNamespace)
 	if kubeconfig == "" || ns == "" {
-		t.Fatalf("%s and %s must be set (by e2e/enforcer_test.go)", envKubeconfig, envNamespace)
+		tb.Fatalf("%s and %s must be set (by e2e/enforcer_test.go)", envKubeconfig, envNamespace)
 	}
 	rest, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	kube := kubernetes.NewForConfigOrDie(rest)
-	dyn := dynamic.NewForConfigOrDie(rest)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-
+	h := &agentHarness{
+		ns: ns, kube: kubernetes.NewForConfigOrDie(rest),
+		policies: dynamic.NewForConfigOrDie(rest).Resource(armorPolicies).Namespace(ns),
+		socket:   "/run/podarmor/kube-test.sock", done: make(chan error, 1),
+	}
 	if err := os.WriteFile("/secret", []byte("s3cr3t\n"), 0o644); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	// The file rule is BPF's; the built-in rules change the AppArmor profile too.
-	policy := func(enforcers, builtin string, paths ...string) *unstructured.Unstructured {
-		return mustUnstructured(t, fmt.Sprintf(`{"apiVersion":"podarmor.io/v1alpha1","kind":"ArmorPolicy",
-			"metadata":{"name":"web","namespace":%q},
-			"spec":{"target":{"selector":{}},"enforcers":[%s],"mode":"EnhanceProtect","builtinRules":[%s],
-			"customRules":{"files":[{"name":"no-secret","paths":[%s],"permissions":["read"]}]}}}`,
-			ns, enforcers, builtin, `"`+strings.Join(paths, `","`)+`"`))
+	if _, err := h.policies.Create(ctx, policyObject(tb, ns, `"BPF","AppArmor","Seccomp"`, ``, "/secret"), metav1.CreateOptions{}); err != nil {
+		tb.Fatal(err)
 	}
-	policies := dyn.Resource(armorPolicies).Namespace(ns)
-	if _, err := policies.Create(ctx, policy(`"BPF","AppArmor","Seccomp"`, ``, "/secret"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	id := "ap." + ns + ".web"
-	aaName := "podarmor-" + id
-	seccompFile := "/var/lib/kubelet/seccomp/podarmor/" + id + ".json"
-
 	loaded := make(chan *bpf.Enforcer, 1)
 	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	socket := "/run/podarmor/kube-test.sock"
+	go func() {
+		h.done <- Run(ctx, Config{
+			NodeName: testNode, REST: rest, APIServer: []string{"10.96.0.1"},
+			Socket: h.socket, ReconcileInterval: time.Second, Listen: "127.0.0.1:0",
+			Events: event.NewWriter(eventLog), PodEventBurst: 3,
+			Loaded: func(e *bpf.Enforcer) { loaded <- e },
+			Ready:  func(addr string) { ready <- addr },
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		})
+	}()
+	select {
+	case h.httpAddr = <-ready:
+	case err := <-h.done:
+		tb.Fatalf("enforcer stopped: %v", err)
+	case <-time.After(2 * time.Minute):
+		tb.Fatal("enforcer not ready after 2 minutes")
+	}
+	select {
+	case h.enf = <-loaded:
+	default:
+		tb.Fatal("the enforcer is ready without its BPF enforcer (see its log)")
+	}
+	return h
+}
+
+// createPod creates a pod on the test's node, with the profile label when profile is set.
+func (h *agentHarness) createPod(tb testing.TB, ctx context.Context, name, profile string) *corev1.Pod {
+	tb.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
+	}
+	if profile != "" {
+		pod.Labels = map[string]string{v1alpha1.LabelProfile: profile}
+	}
+	pod, err := h.kube.CoreV1().Pods(h.ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pod
+}
+
+// TestKubernetesMode runs the enforcer's Kubernetes mode on a real kernel against a real
+// API server: policies appear, change and disappear as AppArmor profiles, seccomp files
+// and BPF profiles; a hooked container of a labelled pod is registered with its pod's
+// profile and confined; a registration deleted behind the enforcer's back is repaired by
+// reconciliation; the metrics say so.
+func TestKubernetesMode(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
 	eventLog, err := os.Create("/tmp/events.jsonl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		done <- Run(ctx, Config{
-			NodeName: testNode, REST: rest, APIServer: []string{"10.96.0.1"},
-			Socket: socket, ReconcileInterval: time.Second, Listen: "127.0.0.1:0",
-			Events: event.NewWriter(eventLog), PodEventBurst: 3,
-			Loaded: func(e *bpf.Enforcer) { loaded <- e },
-			Ready:  func(addr string) { ready <- addr },
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		})
-	}()
-	var httpAddr string
-	select {
-	case httpAddr = <-ready:
-	case err := <-done:
-		t.Fatalf("enforcer stopped: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("enforcer not ready after 2 minutes")
+	h := startAgent(t, ctx, eventLog, slog.LevelInfo)
+	ns, kube, policies, enf, httpAddr, socket, done := h.ns, h.kube, h.policies, h.enf, h.httpAddr, h.socket, h.done
+	policy := func(enforcers, builtin string, paths ...string) *unstructured.Unstructured {
+		return policyObject(t, ns, enforcers, builtin, paths...)
 	}
-	var enf *bpf.Enforcer
-	select {
-	case enf = <-loaded:
-	default:
-		t.Fatal("the enforcer is ready without its BPF enforcer (see its log)")
-	}
+	id := "ap." + ns + ".web"
+	aaName := "podarmor-" + id
+	seccompFile := "/var/lib/kubelet/seccomp/podarmor/" + id + ".json"
 
 	// Every enforcer's profile is in place when the enforcer says it is ready.
 	if mode := appArmorMode(t, aaName); mode != "enforce" {
@@ -125,13 +168,7 @@ func TestKubernetesMode(t *testing.T) {
 	// A pod on this node with the profile label, and a "container" of it: a process in
 	// its own mount namespace, in the pod's cgroup, registered through the hook socket
 	// with the annotations containerd gives a pod's container.
-	pod, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{v1alpha1.LabelProfile: id}},
-		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pod := h.createPod(t, ctx, "web", id)
 	cid := strings.Repeat("ab", 32)
 	ctr := startContainer(t, pod, cid)
 	resp, err := (&hook.Client{Socket: socket, Timeout: 10 * time.Second}).Do(ctx, hook.Request{
@@ -153,17 +190,19 @@ func TestKubernetesMode(t *testing.T) {
 		return strings.Contains(readFile(t, "/tmp/events.jsonl"), `"path":"/secret"`)
 	})
 	var rec event.Record
+	var raw string
 	for _, line := range strings.Split(readFile(t, "/tmp/events.jsonl"), "\n") {
 		if strings.Contains(line, `"path":"/secret"`) {
 			if err := json.Unmarshal([]byte(line), &rec); err != nil {
 				t.Fatal(err)
 			}
+			raw = line
 			break
 		}
 	}
 	if rec.Node != testNode || rec.Namespace != ns || rec.Pod != "web" || rec.ContainerName != "app" || rec.Container != cid ||
 		rec.Policy != "ArmorPolicy "+ns+"/web" || rec.Rule != "custom/no-secret" || rec.Action != v1alpha1.ActionEnforce || rec.Comm != "cat" {
-		t.Errorf("event record %+v", rec)
+		t.Errorf("event record %s", raw)
 	}
 	waitFor(t, 90*time.Second, "the Event on the pod", func() bool {
 		evs, err := kube.EventsV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=web,reason=PodarmorDenied"})
@@ -178,13 +217,7 @@ func TestKubernetesMode(t *testing.T) {
 	})
 
 	// A container of a pod without the label is left alone.
-	plainPod, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "plain"},
-		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plainPod := h.createPod(t, ctx, "plain", "")
 	plain := startContainer(t, plainPod, strings.Repeat("cd", 32))
 	resp, err = (&hook.Client{Socket: socket, Timeout: 10 * time.Second}).Do(ctx, hook.Request{
 		Op: hook.OpRegister, ContainerID: strings.Repeat("cd", 32), PID: plain.Process.Pid, Status: "creating",
@@ -266,7 +299,7 @@ func TestKubernetesMode(t *testing.T) {
 
 // startContainer starts a process in a new mount namespace, in the cgroup the kubelet
 // would give container cid of pod.
-func startContainer(t *testing.T, pod *corev1.Pod, cid string) *exec.Cmd {
+func startContainer(t testing.TB, pod *corev1.Pod, cid string) *exec.Cmd {
 	t.Helper()
 	cg := filepath.Join("/sys/fs/cgroup/kubepods", "pod"+string(pod.UID), cid)
 	if err := os.MkdirAll(cg, 0o755); err != nil {
@@ -287,7 +320,7 @@ func startContainer(t *testing.T, pod *corev1.Pod, cid string) *exec.Cmd {
 	return cmd
 }
 
-func openDir(t *testing.T, dir string) int {
+func openDir(t testing.TB, dir string) int {
 	t.Helper()
 	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
@@ -302,7 +335,7 @@ func canRead(pid int, file string) bool {
 	return exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "cat", file).Run() == nil
 }
 
-func mustDeny(t *testing.T, pid int, file string) {
+func mustDeny(t testing.TB, pid int, file string) {
 	t.Helper()
 	out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "cat", file).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "Operation not permitted") {
@@ -310,14 +343,14 @@ func mustDeny(t *testing.T, pid int, file string) {
 	}
 }
 
-func mustAllow(t *testing.T, pid int, file string) {
+func mustAllow(t testing.TB, pid int, file string) {
 	t.Helper()
 	if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "cat", file).CombinedOutput(); err != nil {
 		t.Fatalf("cat %s in the container: %v: %s", file, err, out)
 	}
 }
 
-func mountNamespace(t *testing.T, pid int) uint32 {
+func mountNamespace(t testing.TB, pid int) uint32 {
 	t.Helper()
 	ns, err := hook.MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", pid))
 	if err != nil {
@@ -327,7 +360,7 @@ func mountNamespace(t *testing.T, pid int) uint32 {
 }
 
 // appArmorMode is the mode securityfs lists profile name in, "" when it is not loaded.
-func appArmorMode(t *testing.T, name string) string {
+func appArmorMode(t testing.TB, name string) string {
 	t.Helper()
 	data := readFile(t, "/sys/kernel/security/apparmor/profiles")
 	for _, line := range strings.Split(data, "\n") {
@@ -338,7 +371,7 @@ func appArmorMode(t *testing.T, name string) string {
 	return ""
 }
 
-func readFile(t *testing.T, file string) string {
+func readFile(t testing.TB, file string) string {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -347,7 +380,7 @@ func readFile(t *testing.T, file string) string {
 	return string(data)
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -358,7 +391,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func scrape(t *testing.T, addr string) string {
+func scrape(t testing.TB, addr string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -395,7 +428,7 @@ func grep(s, substr string) string {
 	return b.String()
 }
 
-func mustUnstructured(t *testing.T, js string) *unstructured.Unstructured {
+func mustUnstructured(t testing.TB, js string) *unstructured.Unstructured {
 	t.Helper()
 	u := &unstructured.Unstructured{}
 	if err := u.UnmarshalJSON([]byte(js)); err != nil {

@@ -505,6 +505,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	if a.enf == nil {
 		return
 	}
+	scanned := time.Now()
 	found, err := scanProc(a.cfg.Proc)
 	if err != nil {
 		a.log.Error("reconcile: scan processes", "error", err)
@@ -532,7 +533,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		ids[c.ID] = true
 		pods[c.PodUID] = true
 	}
-	a.resolver.forget(ids)
+	a.resolver.forget(func(id string) bool { return ids[id] || a.reg.Has(id) }, scanned)
 	a.podEvents.forget(pods)
 	got, err := a.reg.Reconcile(ctx, running)
 	if err != nil {

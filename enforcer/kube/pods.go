@@ -72,7 +72,13 @@ type podResolver struct {
 	wait time.Duration
 	// containers maps the IDs of sandboxed containers resolved so far to their pods, for
 	// events.
-	containers sync.Map // string -> podRef
+	containers sync.Map // string -> resolved
+}
+
+// resolved is a sandboxed container's pod, and when the resolver learnt it.
+type resolved struct {
+	ref  podRef
+	when time.Time
 }
 
 // containerPod is the pod of a sandboxed container the resolver has seen.
@@ -81,13 +87,14 @@ func (r *podResolver) containerPod(id string) (podRef, bool) {
 	if !ok {
 		return podRef{}, false
 	}
-	return v.(podRef), true
+	return v.(resolved).ref, true
 }
 
-// forget drops the containers not in running.
-func (r *podResolver) forget(running map[string]bool) {
-	r.containers.Range(func(k, _ any) bool {
-		if !running[k.(string)] {
+// forget drops the containers keep does not keep, among those resolved before scanned
+// (a list of running containers made then may miss those resolved since).
+func (r *podResolver) forget(keep func(id string) bool, scanned time.Time) {
+	r.containers.Range(func(k, v any) bool {
+		if !keep(k.(string)) && v.(resolved).when.Before(scanned) {
 			r.containers.Delete(k)
 		}
 		return true
@@ -112,7 +119,7 @@ func (r *podResolver) Resolve(ctx context.Context, req hook.Request) (string, er
 	profile := pod.Labels[v1alpha1.LabelProfile]
 	if profile != "" {
 		ref.UID = pod.UID
-		r.containers.Store(req.ContainerID, ref)
+		r.containers.Store(req.ContainerID, resolved{ref, time.Now()})
 	}
 	return profile, nil
 }

@@ -75,6 +75,8 @@ type Config struct {
 type registration struct {
 	mntns   uint32
 	profile string
+	// pid is the container's process the registration was made for.
+	pid int
 }
 
 // Registrar registers containers. It is safe for concurrent use.
@@ -151,14 +153,20 @@ func (r *Registrar) register(ctx context.Context, req hook.Request, src Source, 
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if prev, ok := r.byID[req.ContainerID]; ok && prev == (registration{ns, profile}) && src == SourceHook {
+	if prev, ok := r.byID[req.ContainerID]; ok && prev.mntns == ns && prev.profile == profile && src == SourceHook {
 		// A repeated hook must not register again: that would disarm a running
 		// container until its next exec. (Reconciliation gets here only when the
 		// kernel lost the registration.)
 		return hook.Response{Profile: profile, MountNamespace: ns}, nil
 	}
 	if other, ok := r.byNS[ns]; ok && other != req.ContainerID {
-		return hook.Response{}, fmt.Errorf("container %s: mount namespace %d is registered for container %s", req.ContainerID, ns, other)
+		if cur, err := r.mountNamespace(r.byID[other].pid); err == nil && cur == ns {
+			return hook.Response{}, fmt.Errorf("container %s: mount namespace %d is registered for container %s", req.ContainerID, ns, other)
+		}
+		// The other container is gone and the kernel gave its namespace's inode
+		// number to this one's.
+		delete(r.byID, other)
+		delete(r.byNS, ns)
 	}
 	if err := r.cfg.Registry.Register(ns, profile, src != SourceHook); err != nil {
 		return hook.Response{}, fmt.Errorf("container %s: %w", req.ContainerID, err)
@@ -166,7 +174,7 @@ func (r *Registrar) register(ctx context.Context, req hook.Request, src Source, 
 	if prev, ok := r.byID[req.ContainerID]; ok && prev.mntns != ns {
 		delete(r.byNS, prev.mntns)
 	}
-	r.byID[req.ContainerID] = registration{ns, profile}
+	r.byID[req.ContainerID] = registration{ns, profile, req.PID}
 	r.byNS[ns] = req.ContainerID
 	return hook.Response{Profile: profile, MountNamespace: ns}, nil
 }
@@ -197,6 +205,14 @@ func (r *Registrar) ContainerOf(ns uint32) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.byNS[ns]
+}
+
+// Has reports whether container id is registered.
+func (r *Registrar) Has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.byID[id]
+	return ok
 }
 
 // Registered counts the containers registered by this registrar.
@@ -323,7 +339,7 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 		}
 		r.mu.Lock()
 		if _, taken := r.byNS[ns]; !taken {
-			r.byID[c.ContainerID] = registration{ns, profile}
+			r.byID[c.ContainerID] = registration{ns, profile, c.PID}
 			r.byNS[ns] = c.ContainerID
 			out.Adopted = append(out.Adopted, c.ContainerID)
 		}

@@ -259,3 +259,36 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("failed %v, unregistered %d", got.Failed, r.Unregistered())
 	}
 }
+
+// TestReusedNamespace: a container that is gone without its poststop hook leaves its
+// registration behind; the kernel then gives its namespace's inode number to a new
+// container, which must be registered, not refused.
+func TestReusedNamespace(t *testing.T) {
+	proc := fakeProc(t, map[int]uint32{10: 2001})
+	fake := &fakeRegistry{regs: map[uint32]string{}, late: map[uint32]bool{}}
+	r := newTestRegistrar(t, fake, map[string]bool{"p": true}, nil, proc)
+	req := func(id string, pid int) hook.Request {
+		return hook.Request{Op: hook.OpRegister, ContainerID: id, PID: pid, Annotations: map[string]string{hook.AnnotationProfile: "p"}}
+	}
+	if _, err := r.Handle(context.Background(), req("old", 10)); err != nil {
+		t.Fatal(err)
+	}
+	// "old" exits; pid 11 of "new" is in a namespace with the same number.
+	if err := os.RemoveAll(filepath.Join(proc, "10")); err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(proc, "11", "ns")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("mnt:[2001]", filepath.Join(d, "mnt")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.Handle(context.Background(), req("new", 11))
+	if err != nil || resp.MountNamespace != 2001 {
+		t.Fatalf("new container: %+v, %v", resp, err)
+	}
+	if r.ContainerOf(2001) != "new" || r.Has("old") {
+		t.Errorf("namespace 2001 is %q's; old still known: %v", r.ContainerOf(2001), r.Has("old"))
+	}
+}
