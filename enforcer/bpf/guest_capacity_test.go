@@ -5,7 +5,6 @@ package bpf
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 
@@ -46,14 +45,15 @@ func TestCapacity(t *testing.T) {
 	}
 	write(t, fmt.Sprintf("/capacity/f%d", n-1), "x")
 	write(t, "/capacity/open", "x")
-	must(t, os.MkdirAll("/mnt/t", 0o755))
+	mkdirs(t, "/mnt/t")
 	denied(t, "read the last file rule's path", inSandbox(t, e, "capacity", "read", fmt.Sprintf("/capacity/f%d", n-1)))
 	allowed(t, "read another path", inSandbox(t, e, "capacity", "read", "/capacity/open"))
 	denied(t, "connect to the last egress rule's address", inSandbox(t, e, "capacity", "connect", "tcp", fmt.Sprintf("10.%d.%d.1:80", (n-1)>>8, (n-1)&0xff)))
 	denied(t, "mount the last mount rule's fs type", inSandbox(t, e, "capacity", "mount", "ramfs", "/mnt/t", "ramfs"))
 	denied(t, "a socket of the last socket rule", inSandbox(t, e, "capacity", "socket", "16", "3", "0")) // netlink raw
 
-	// Registrations up to the capacity: 4,095 made up, the sandbox's own the 4,096th.
+	// Registrations up to the capacity: 4,095 made up, the container's own the 4,096th
+	// (registered by its OCI hook, unregistered by its poststop hook).
 	const containers = 4096
 	for ns := uint32(1); ns < containers; ns++ {
 		if err := e.Register(ns, "capacity", false); err != nil {
@@ -61,12 +61,13 @@ func TestCapacity(t *testing.T) {
 		}
 	}
 	denied(t, "read with 4,096 containers registered", inSandbox(t, e, "capacity", "read", fmt.Sprintf("/capacity/f%d", n-1)))
+	closeSandboxes()
 	regs, err := e.Registered()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(regs) != containers-1 {
-		t.Errorf("%d registrations after the sandbox left, want %d", len(regs), containers-1)
+		t.Errorf("%d registrations after the container left, want %d", len(regs), containers-1)
 	}
 	if err := e.Register(containers, "capacity", false); err != nil {
 		t.Fatalf("the 4,096th registration: %v", err)

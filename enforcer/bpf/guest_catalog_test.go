@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/podarmor/podarmor/enforcer/tables"
+	"github.com/podarmor/podarmor/enforcer/trial"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/catalog"
 	"github.com/podarmor/podarmor/policies/compile"
@@ -163,33 +164,32 @@ func catalogOps() map[string]catalogOp {
 	return ops
 }
 
+// catalogMounts are the catalog containers' bind mounts: a stand-in for a host disk at
+// /dev/sda (a regular file; runc gives /dev a tmpfs of its own), and the VM's
+// /run/containerd, where a runtime socket listens, as a hostPath volume brings it in.
+var catalogMounts = []trial.Mount{{Source: "/dev/sda", Destination: "/dev/sda"}, {Source: "/run/containerd", Destination: "/run/containerd"}}
+
 // setupCatalogGuest makes what the operations need: files, a process of another user,
 // addresses, copies of busybox under the names exec rules guard.
 func setupCatalogGuest(t *testing.T) (stop func()) {
 	t.Helper()
-	for _, d := range []string{"/cat/cg", "/mnt/t", "/root/.ssh", "/usr/local/bin", "/run/containerd"} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, "/cat/cg", "/mnt/t", "/root/.ssh", "/usr/local/bin", "/run/containerd")
 	write(t, "/cat/file", "x")
 	write(t, "/cat/notamodule", "x")
 	write(t, "/cat/readonly", "x")
-	must(t, os.Chmod("/cat/readonly", 0o444))
+	both(t, "/cat/readonly", func(p string) error { return os.Chmod(p, 0o444) })
 	write(t, "/cat/owned-by-1", "x")
-	must(t, os.Chown("/cat/owned-by-1", 1, 1))
+	both(t, "/cat/owned-by-1", func(p string) error { return os.Chown(p, 1, 1) })
 	write(t, "/cat/group-1", "x")
-	must(t, os.Chown("/cat/group-1", 0, 1))
-	write(t, "/dev/sda", "")
+	both(t, "/cat/group-1", func(p string) error { return os.Chown(p, 0, 1) })
+	must(t, os.WriteFile("/dev/sda", nil, 0o644))
 	write(t, "/etc/shadow", "root:*:1::::::\n")
 	write(t, "/etc/hostname", "guest\n")
 	write(t, "/root/.ssh/id_ed25519", "key")
-	write(t, "/var/run/secrets/kubernetes.io/serviceaccount/token", "token")
-	busybox, err := os.ReadFile("/bin/busybox")
-	must(t, err)
-	for _, n := range []string{"sh", "wget", "curl", "su", "sudo", "chmod", "runc"} {
-		must(t, os.WriteFile("/usr/local/bin/"+n, busybox, 0o755))
-	}
+	// The service-account token is the one of the containers' pod files (trial).
+	// Only in the containers' root: a busybox named runc on the VM would stand in for runc.
+	busyboxAt(t, true, "/usr/local/bin/sh", "/usr/local/bin/wget", "/usr/local/bin/curl", "/usr/local/bin/su",
+		"/usr/local/bin/sudo", "/usr/local/bin/chmod", "/usr/local/bin/runc")
 	// the metadata and API server addresses, on loopback inside the guest only
 	for _, a := range []string{"169.254.169.254/32", "168.63.129.16/32", "100.100.100.200/32", "192.0.0.192/32", "100.96.0.96/32"} {
 		if out, err := exec.Command("/bin/busybox", "ip", "addr", "add", a, "dev", "lo").CombinedOutput(); err != nil {
@@ -204,14 +204,14 @@ func setupCatalogGuest(t *testing.T) (stop func()) {
 	sleeper := exec.Command("/bin/busybox", "sleep", "600")
 	sleeper.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1, Gid: 1}}
 	must(t, sleeper.Start())
-	must(t, os.WriteFile("/cat/uid1.pid", []byte(fmt.Sprint(sleeper.Process.Pid)), 0o644))
+	write(t, "/cat/uid1.pid", fmt.Sprint(sleeper.Process.Pid))
 	// a shared memory segment user 1 created, for IPC_OWNER
 	shm := exec.Command(self(t), "shm-create")
 	shm.Env = append(os.Environ(), "PODARMOR_HELPER=1")
 	shm.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1, Gid: 1}}
 	out, err := shm.Output()
 	must(t, err)
-	must(t, os.WriteFile("/cat/uid1.shm", []byte(strings.Fields(string(out))[0]), 0o644))
+	write(t, "/cat/uid1.shm", strings.Fields(string(out))[0])
 	return func() {
 		sleeper.Process.Kill()
 		sleeper.Wait()
@@ -229,8 +229,8 @@ func must(t *testing.T, err error) {
 }
 
 // TestCatalogInKernel checks every catalog entry the BPF enforcer implements, alone in a
-// profile: its operation is refused with EPERM in a sandbox and counted under the entry's
-// rule, and is not refused with EPERM outside any sandbox.
+// profile (one profile, rewritten for each entry while its container runs): its operation is refused with EPERM in a container with the profile and counted
+// under the entry's rule, and is not refused with EPERM in an unconfined container.
 func TestCatalogInKernel(t *testing.T) {
 	e := enforcer(t)
 	stop := setupCatalogGuest(t)
@@ -265,20 +265,18 @@ func TestCatalogInKernel(t *testing.T) {
 					rules = append(rules, r)
 				}
 			}
-			id := "cat-" + entry.Name
-			if len(id) > 63 {
-				id = id[:63]
-			}
+			// One profile, rewritten for each entry, confines the one container that
+			// tries every entry's operation.
+			const id = "catalog"
 			must(t, e.SetProfile(profileOf(id, rules...)))
-			defer e.RemoveProfile(id)
 
-			denied(t, strings.Join(op.op, " "), inSandbox(t, e, id, op.op...))
+			denied(t, strings.Join(op.op, " "), inBox(t, box{profile: id, socket: hookSocket(t, e), mounts: catalogMounts}, op.op...))
 			c, err := e.Counters()
 			must(t, err)
 			if c[Decision{Profile: id, Rule: "builtin/" + entry.Name, Action: tables.ActionEnforce}] == 0 {
 				t.Errorf("no enforce decision counted for builtin/%s", entry.Name)
 			}
-			free := inSandbox(t, e, "", op.op...)
+			free := inBox(t, box{socket: hookSocket(t, e), mounts: catalogMounts}, op.op...)
 			if op.unconfinedOK {
 				allowed(t, "unconfined", free)
 			} else if free.code == 1 {

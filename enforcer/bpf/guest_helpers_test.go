@@ -2,10 +2,10 @@
 
 package bpf
 
-// Helpers of the guest tests: a sandbox is a process in a new mount namespace registered
-// with a profile, that execs this test binary in helper mode to try one operation and
-// report the outcome ("ok" or the errno's name) as its output and exit code (0 ok, 1
-// EPERM, 2 another error).
+// Helpers of the guest tests: a sandbox is a runc container registered with a profile
+// through the OCI hook (guest_runc_test.go), whose process is this test binary in helper
+// mode: it tries one operation and reports the outcome ("ok" or the errno's name) as its
+// output and exit code (0 ok, 1 EPERM, 2 another error).
 
 import (
 	"context"
@@ -17,13 +17,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
@@ -56,6 +54,7 @@ func enforcer(t *testing.T) *Enforcer {
 			}
 		}()
 		shared = e
+		serveHook(t, e, true)
 	}
 	return shared
 }
@@ -92,6 +91,7 @@ func load(t *testing.T) *Enforcer {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
+	serveHook(t, e, false)
 	t.Cleanup(func() {
 		if err := e.Unpin(); err != nil {
 			t.Errorf("Unpin: %v", err)
@@ -171,57 +171,12 @@ func self(t *testing.T) string {
 	return exe
 }
 
-// inSandbox runs helper operation op in a new mount namespace registered with profile
-// (none when profile is ""), and returns the outcome.
+// inSandbox runs helper operation op in a runc container registered with profile through
+// e's hook server (an unconfined container when profile is ""), and returns the outcome.
+// The operation runs in a new process of the test's sandbox for the profile.
 func inSandbox(t *testing.T, e *Enforcer, profile string, op ...string) outcome {
 	t.Helper()
-	if profile == "" {
-		return inNamespace(t, nil, op...)
-	}
-	return inNamespace(t, func(ns uint32) func() {
-		if err := e.Register(ns, profile, false); err != nil {
-			t.Fatalf("register: %v", err)
-		}
-		return func() { e.Unregister(ns) }
-	}, op...)
-}
-
-// inNamespace runs a helper operation in a new mount namespace, calling register (if not
-// nil) with the namespace before the helper's exec, and what register returns after.
-func inNamespace(t *testing.T, register func(ns uint32) func(), op ...string) outcome {
-	t.Helper()
-	// The shell starts in the new namespace, waits until it is registered, then execs
-	// the helper: that exec arms the registration, as a container's first exec does.
-	args := append([]string{"sh", "-c", `read go; exec "$@"`, "sh", self(t)}, op...)
-	cmd := exec.Command("/bin/busybox", args...)
-	cmd.Env = append(os.Environ(), "PODARMOR_HELPER=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start sandbox: %v", err)
-	}
-	ns, err := hook.MountNamespace(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if register != nil {
-		defer register(ns)()
-	}
-	stdin.Write([]byte("go\n"))
-	stdin.Close()
-	err = cmd.Wait()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("sandbox: %v", err)
-	}
-	return outcome{out.String(), code}
+	return inBox(t, box{profile: profile, socket: hookSocket(t, e)}, op...)
 }
 
 // onHost runs a helper operation directly, outside any sandbox.
@@ -254,13 +209,77 @@ func allowed(t *testing.T, what string, o outcome) {
 	}
 }
 
-// write creates a file on the guest.
+// write creates a file on the VM and in the containers' root file system.
 func write(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	containerRoot(t)
+	for _, p := range []string{path, inRoot(path)} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// mkdirs creates directories on the VM and in the containers' root file system.
+func mkdirs(t *testing.T, dirs ...string) {
+	t.Helper()
+	containerRoot(t)
+	for _, d := range dirs {
+		for _, p := range []string{d, inRoot(d)} {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// symlink creates a symbolic link on the VM and in the containers' root file system;
+// an existing one is left.
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	containerRoot(t)
+	for _, p := range []string{link, inRoot(link)} {
+		if err := os.Symlink(target, p); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+	}
+}
+
+// busyboxAt copies the VM's busybox to paths on the VM and in the containers' root file
+// system (only there when rootOnly).
+func busyboxAt(t *testing.T, rootOnly bool, paths ...string) {
+	t.Helper()
+	containerRoot(t)
+	busybox, err := os.ReadFile("/bin/busybox")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
+	for _, name := range paths {
+		where := []string{name, inRoot(name)}
+		if rootOnly {
+			where = where[1:]
+		}
+		for _, p := range where {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, busybox, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// both applies f to a path on the VM and in the containers' root file system.
+func both(t *testing.T, path string, f func(string) error) {
+	t.Helper()
+	containerRoot(t)
+	for _, p := range []string{path, inRoot(path)} {
+		if err := f(p); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

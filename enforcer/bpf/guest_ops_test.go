@@ -5,9 +5,11 @@ package bpf
 // The helper mode of the guest test binary: one operation, its outcome on stdout.
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -20,16 +22,25 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
 	"github.com/podarmor/podarmor/policies/ruleset"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(ociHookEnv) != "" {
+		os.Exit(ociHook(os.Args[1:]))
+	}
 	if os.Getenv("PODARMOR_HELPER") != "" {
+		if len(os.Args) == 2 && os.Args[1] == "worker" {
+			os.Exit(worker())
+		}
 		os.Exit(helper(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	closeSandboxes()
+	os.Exit(code)
 }
 
 func atoi(s string) int {
@@ -291,8 +302,8 @@ func operate(a []string) error {
 		}
 		fmt.Printf("ok=%d eperm=%d\n", ok, eperm)
 		return nil
-	case "daemon": // daemon PINDIR: an enforcer with profile "killed", registering on request
-		return daemon(a[1])
+	case "daemon": // daemon PINDIR SOCKET: an enforcer with profile "killed" and a hook server
+		return daemon(a[1], a[2])
 	case "truncate":
 		return os.Truncate(a[1], 0)
 	case "unlink":
@@ -478,9 +489,13 @@ func operate(a []string) error {
 			return fmt.Errorf("%w (in the nested namespaces)", syscall.EPERM)
 		}
 		return err
-	case "sleep":
-		time.Sleep(time.Duration(atoi(a[1])) * time.Second)
-		return nil
+	case "until": // until STOPFILE: wait until STOPFILE exists
+		for {
+			if _, err := os.Stat(a[1]); err == nil {
+				return nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	case "read-until": // read-until STOPFILE PATH: read PATH until STOPFILE exists
 		var ok, eperm int
 		for {
@@ -507,42 +522,48 @@ func operate(a []string) error {
 		_, err := os.ReadFile("/proc/self/cwd/" + a[2])
 		return err
 	case "chroot-check": // chroot-check ROOT PATH...: per path, "open chmod" outcomes
-		if err := syscall.Chroot(a[1]); err != nil {
-			return err
-		}
-		if err := os.Chdir("/"); err != nil {
-			return err
-		}
-		word := func(err error) string {
-			switch {
-			case err == nil:
-				return "ok"
-			case errors.Is(err, syscall.EPERM):
-				return "EPERM"
-			}
-			return err.Error()
-		}
-		for _, p := range a[2:] {
-			fd, err := syscall.Open(p, syscall.O_RDONLY, 0)
-			if err == nil {
-				syscall.Close(fd)
-			}
-			var st syscall.Stat_t
-			cerr := syscall.Stat(p, &st)
-			if cerr == nil {
-				cerr = syscall.Chmod(p, st.Mode&0o7777)
-			}
-			fmt.Println(word(err), word(cerr))
-		}
-		return nil
+		return chrootCheck(os.Stdout, a[1], a[2:])
 	}
 	return fmt.Errorf("unknown helper operation %q", a[0])
 }
 
-// daemon runs an enforcer in this process: it loads the object pinned at pinDir, installs
-// profile "killed" (reads of /killed/f refused), prints "ready", then registers each
-// mount namespace number read from stdin, answering "ok" for each.
-func daemon(pinDir string) error {
+// chrootCheck chroots into root and writes, for each path, the outcomes of opening it
+// and of a chmod to its own mode.
+func chrootCheck(w io.Writer, root string, paths []string) error {
+	if err := syscall.Chroot(root); err != nil {
+		return err
+	}
+	if err := syscall.Chdir("/"); err != nil {
+		return err
+	}
+	word := func(err error) string {
+		switch {
+		case err == nil:
+			return "ok"
+		case errors.Is(err, syscall.EPERM):
+			return "EPERM"
+		}
+		return err.Error()
+	}
+	for _, p := range paths {
+		fd, err := syscall.Open(p, syscall.O_RDONLY, 0)
+		if err == nil {
+			syscall.Close(fd)
+		}
+		var st syscall.Stat_t
+		cerr := syscall.Stat(p, &st)
+		if cerr == nil {
+			cerr = syscall.Chmod(p, st.Mode&0o7777)
+		}
+		fmt.Fprintln(w, word(err), word(cerr))
+	}
+	return nil
+}
+
+// daemon runs an enforcer in this process: it loads the object pinned at pinDir,
+// installs profile "killed" (reads of /killed/f refused), serves the OCI hook on socket,
+// prints "ready" and serves until it is killed.
+func daemon(pinDir, socket string) error {
 	e, err := Load(Options{PinDir: pinDir})
 	if err != nil {
 		return err
@@ -550,19 +571,13 @@ func daemon(pinDir string) error {
 	if err := e.SetProfile(killedProfile()); err != nil {
 		return err
 	}
-	fmt.Println("ready")
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		ns, err := strconv.ParseUint(sc.Text(), 10, 32)
-		if err != nil {
-			return err
-		}
-		if err := e.Register(uint32(ns), "killed", false); err != nil {
-			return err
-		}
-		fmt.Println("ok")
+	srv, err := hook.Listen(hook.ServerConfig{Socket: socket, Handler: &testRegistrar{e: e, byID: map[string]uint32{}},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
 	}
-	select {}
+	fmt.Println("ready")
+	return srv.Serve(context.Background())
 }
 
 func killedProfile() *bpf.Profile {

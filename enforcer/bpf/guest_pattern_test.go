@@ -16,7 +16,7 @@ import (
 )
 
 // TestPatternTableInKernel holds the kernel to the shared table of pattern cases: for
-// each pattern, a profile denies reading and chmod on it, and a sandbox chrooted into a
+// each pattern, a profile denies reading and chmod on it, and a container chrooted into a
 // tree holding every path of the pattern's cases opens each path (file_open, resolved
 // by bpf_d_path) and chmods it (path_chmod, resolved by podarmor's own walk). A path the
 // pattern matches must be refused both ways; any other allowed both ways.
@@ -37,8 +37,9 @@ func TestPatternTableInKernel(t *testing.T) {
 		for _, c := range cases {
 			paths = append(paths, c.Path)
 		}
-		makeTree(t, root, paths)
-		id := fmt.Sprintf("pat-%d", i)
+		containerRoot(t)
+		makeTree(t, inRoot(root), paths)
+		const id = "pattern" // rewritten for each pattern while its container runs
 		if err := e.SetProfile(profileOf(id, ruleset.Rule{ID: "custom/pattern", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindFile,
 			File: &ruleset.File{Paths: []string{pat}, Permissions: []v1alpha1.FilePermission{v1alpha1.FileRead, v1alpha1.FileChmod}}})); err != nil {
 			t.Fatalf("pattern %q: %v", pat, err)
@@ -57,9 +58,10 @@ func TestPatternTableInKernel(t *testing.T) {
 				t.Errorf("pattern %q, path %s (%s): open and chmod gave %q, want %q", pat, short(c.Path), c.Note, lines[j], want)
 			}
 		}
-		if err := e.RemoveProfile(id); err != nil {
-			t.Fatal(err)
-		}
+	}
+	closeSandboxes()
+	if err := e.RemoveProfile("pattern"); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -39,9 +38,7 @@ func TestFileRules(t *testing.T) {
 	write(t, "/secret/sub/b", "secret")
 	write(t, "/guard/w.txt", "guarded")
 	write(t, "/open/o.txt", "open")
-	if err := os.Symlink("/secret/a", "/open/link"); err != nil && !os.IsExist(err) {
-		t.Fatal(err)
-	}
+	symlink(t, "/secret/a", "/open/link")
 	prof := install(t, e, policy("files", `  customRules:
     files:
     - name: no-secrets
@@ -106,21 +103,8 @@ func TestFileRules(t *testing.T) {
 
 func TestExecRules(t *testing.T) {
 	e := enforcer(t)
-	busybox, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll("/tools", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"/tools/nc", "/tools/ok"} {
-		if err := os.WriteFile(name, busybox, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink("/tools/nc", "/tools/alias"); err != nil && !os.IsExist(err) {
-		t.Fatal(err)
-	}
+	busyboxAt(t, false, "/tools/nc", "/tools/ok")
+	symlink(t, "/tools/nc", "/tools/alias")
 	prof := install(t, e, policy("exec", `  customRules:
     exec:
     - paths: ["/tools/nc"]
@@ -238,11 +222,7 @@ func profileOf(id string, rules ...ruleset.Rule) *bpf.Profile {
 
 func TestMountRules(t *testing.T) {
 	e := enforcer(t)
-	for _, d := range []string{"/mnt/p", "/mnt/guard/in", "/mnt/free", "/mnt/t"} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, "/mnt/p", "/mnt/guard/in", "/mnt/free", "/mnt/t")
 	p := profileOf("mounts",
 		ruleset.Rule{ID: "custom/no-proc", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindMount,
 			Mount: &ruleset.Mount{Operations: []v1alpha1.MountOperation{v1alpha1.MountMount}, FSTypes: []string{"proc"}}},
@@ -268,6 +248,7 @@ func TestMountRules(t *testing.T) {
 
 func TestRuntimeDefaultRules(t *testing.T) {
 	e := enforcer(t)
+	mkdirs(t, "/mnt/t")
 	prof := install(t, e, policy("rd", ""))
 	denied(t, "mount", inSandbox(t, e, prof, "mount", "tmpfs", "/mnt/t", "tmpfs"))
 	denied(t, "write /proc/sys", inSandbox(t, e, prof, "write", "/proc/sys/kernel/hostname"))
@@ -348,8 +329,8 @@ func TestRuleUpdateUnderLoad(t *testing.T) {
       permissions: [read]
 `)
 	prof := install(t, e, allow)
-	done := make(chan outcome)
-	go func() { done <- inSandbox(t, e, prof, "read-loop", "/upd/f", "400") }()
+	c := startContainer(t, box{profile: prof, socket: hookSocket(t, e)}, "read-loop", "/upd/f", "400")
+	c.pid(t)
 	for i := range 20 {
 		doc := allow
 		if i%2 == 0 {
@@ -359,7 +340,7 @@ func TestRuleUpdateUnderLoad(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	install(t, e, deny)
-	o := <-done
+	o := c.wait(t)
 	if o.code != 0 {
 		t.Fatalf("read loop: %v", o)
 	}
@@ -374,16 +355,17 @@ func TestRuleUpdateUnderLoad(t *testing.T) {
 	denied(t, "read after the last update", inSandbox(t, e, prof, "read", "/upd/f"))
 }
 
-// TestEnforcementSurvivesSIGKILL kills an enforcer process while a sandbox it registered
-// tries a denied read in a loop, then has a new enforcer adopt the pinned state, replace
-// the programs and rewrite the profile while the loop goes on: not one read may succeed.
+// TestEnforcementSurvivesSIGKILL kills an enforcer process while a container it
+// registered through the OCI hook tries a denied read in a loop, then has a new enforcer
+// adopt the pinned state, replace the programs and rewrite the profile while the loop
+// goes on: not one read may succeed.
 func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	write(t, "/killed/f", "x")
 	pinDir := "/sys/fs/bpf/podarmor-killed"
-	d := exec.Command(self(t), "daemon", pinDir)
+	socket := ctrDir + "/killed.sock"
+	d := exec.Command(self(t), "daemon", pinDir, socket)
 	d.Env = append(os.Environ(), "PODARMOR_HELPER=1")
 	d.Stderr = os.Stderr
-	in, _ := d.StdinPipe()
 	outPipe, _ := d.StdoutPipe()
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
@@ -392,19 +374,8 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	if !replies.Scan() || replies.Text() != "ready" {
 		t.Fatalf("enforcer daemon did not start: %q", replies.Text())
 	}
-	registered := make(chan struct{})
-	done := make(chan outcome)
-	go func() {
-		done <- inNamespace(t, func(ns uint32) func() {
-			fmt.Fprintln(in, ns)
-			if !replies.Scan() || replies.Text() != "ok" {
-				t.Errorf("registration: %q", replies.Text())
-			}
-			close(registered)
-			return func() {}
-		}, "read-until", "/killed/stop", "/killed/f")
-	}()
-	<-registered
+	c := startContainer(t, box{profile: "killed", socket: socket}, "read-until", "/killed/stop", "/killed/f")
+	c.pid(t)
 	time.Sleep(300 * time.Millisecond)
 	if err := d.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -428,9 +399,10 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	if err := e.SetProfile(killedProfile()); err != nil {
 		t.Fatal(err)
 	}
+	serveHook(t, e, false)
 	t.Log("a new enforcer adopted the state, replaced the programs and rewrote the profile during the loop")
 	write(t, "/killed/stop", "")
-	o := <-done
+	o := c.wait(t)
 	var ok, eperm int
 	if _, err := fmt.Sscanf(o.out, "ok=%d eperm=%d", &ok, &eperm); err != nil || o.code != 0 {
 		t.Fatalf("read loop: %v", o)
@@ -439,15 +411,17 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	if ok != 0 || eperm == 0 {
 		t.Fatalf("reads: %d allowed, %d refused; want none allowed", ok, eperm)
 	}
-	denied(t, "read in a new sandbox under the new enforcer", inSandbox(t, e, "killed", "read", "/killed/f"))
+	denied(t, "read in a new container under the new enforcer", inSandbox(t, e, "killed", "read", "/killed/f"))
 }
 
-// withFDServer serves one descriptor of path, opened here outside any sandbox, on a unix
-// socket, and runs client with the socket's path.
+// withFDServer serves one descriptor of path, opened here on the VM outside any
+// container, on a unix socket in the containers' root, and runs client with the socket's
+// path in a container.
 func withFDServer(t *testing.T, path string, client func(sock string) outcome) outcome {
 	t.Helper()
-	sock := fmt.Sprintf("/tmp/fd-%d.sock", time.Now().UnixNano())
-	l, err := net.Listen("unix", sock)
+	containerRoot(t)
+	sock := fmt.Sprintf("/tmp/fd-%d.sock", time.Now().UnixNano()) // in the containers' root
+	l, err := net.Listen("unix", inRoot(sock))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,54 +447,14 @@ func withFDServer(t *testing.T, path string, client func(sock string) outcome) o
 func TestPtraceBetweenContainers(t *testing.T) {
 	e := enforcer(t)
 	prof := install(t, e, policy("ptr", ""))
-	started := make(chan int)
-	done := make(chan outcome)
-	go func() {
-		done <- inNamespace(t, func(ns uint32) func() {
-			if err := e.Register(ns, prof, false); err != nil {
-				t.Errorf("register: %v", err)
-			}
-			return func() { e.Unregister(ns) }
-		}, "sleep", "8")
-	}()
-	go func() {
-		// find the sleeping helper: the youngest process with our executable
-		for range 200 {
-			if pid := findHelper(t, "sleep"); pid > 0 {
-				started <- pid
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		started <- 0
-	}()
-	pid := <-started
-	if pid == 0 {
-		t.Fatal("the first container's process did not start")
-	}
+	mkdirs(t, "/ptr")
+	os.Remove(inRoot("/ptr/stop"))
+	first := startContainer(t, box{profile: prof, socket: hookSocket(t, e)}, "until", "/ptr/stop")
+	pid := first.pid(t)
 	denied(t, "another container reads its environ", inSandbox(t, e, prof, "ptrace-read", fmt.Sprint(pid)))
 	allowed(t, "a host agent reads its environ", onHost(t, "ptrace-read", fmt.Sprint(pid)))
-	<-done
-}
-
-// findHelper returns the pid of a helper process running operation op, or 0.
-func findHelper(t *testing.T, op string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, en := range entries {
-		var pid int
-		if _, err := fmt.Sscan(en.Name(), &pid); err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(args) >= 2 && args[0] == self(t) && args[1] == op {
-			return pid
-		}
-	}
-	return 0
+	write(t, "/ptr/stop", "")
+	allowed(t, "the first container", first.wait(t))
 }
 
 // metricValue gathers reg and returns the value of the sample of name with the labels.
@@ -561,6 +495,7 @@ func TestEventRateLimit(t *testing.T) {
 		e.Unpin()
 		e.Close()
 	}()
+	serveHook(t, e, false)
 	write(t, "/limited/f", "x")
 	if err := e.SetProfile(profileOf("limited", ruleset.Rule{ID: "custom/limited", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindFile,
 		File: &ruleset.File{Paths: []string{"/limited/f"}, Permissions: []v1alpha1.FilePermission{v1alpha1.FileRead}}})); err != nil {

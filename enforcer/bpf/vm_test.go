@@ -23,7 +23,7 @@ func TestInVM(t *testing.T) {
 	for _, series := range vm.Series() {
 		t.Run(series, func(t *testing.T) {
 			t.Parallel()
-			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 10 * time.Minute, MemoryMiB: 2048})
+			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 35 * time.Minute, MemoryMiB: 2048})
 		})
 	}
 }
