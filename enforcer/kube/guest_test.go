@@ -264,9 +264,10 @@ func TestKubernetesMode(t *testing.T) {
 	}
 	waitFor(t, 90*time.Second, "the changed rule to apply", func() bool { return canRead(ctr.Process.Pid, "/secret") })
 	t.Logf("policy change to enforcement: %v", time.Since(start).Round(time.Millisecond))
-	if readFile(t, "/var/lib/podarmor/apparmor/"+aaName) == oldAA {
-		t.Error("the AppArmor profile did not change with the policy")
-	}
+	// BPF's tables change first; apparmor_parser then takes its time.
+	waitFor(t, 90*time.Second, "the AppArmor profile to change with the policy", func() bool {
+		return readFile(t, "/var/lib/podarmor/apparmor/"+aaName) != oldAA && appArmorMode(t, aaName) == "enforce"
+	})
 
 	// Dropping an enforcer removes its profile; deleting the policy removes all.
 	cur, _ = policies.Get(ctx, "web", metav1.GetOptions{})
