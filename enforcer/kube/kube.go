@@ -317,7 +317,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	for _, inf := range []cache.SharedIndexInformer{a.armor, a.cluster} {
-		if _, err := inf.AddEventHandler(wake(a.policyChanged)); err != nil {
+		// A policy's status changes (the aggregator writes it) do not change what it
+		// compiles to: only a new generation is a change.
+		if _, err := inf.AddEventHandler(specChanges(wake(a.policyChanged))); err != nil {
 			return err
 		}
 	}
@@ -603,6 +605,23 @@ func (o nriObserver) Synchronized([]nri.Container)   { o.poke() }
 func (o nriObserver) ContainerStarted(nri.Container) { o.poke() }
 func (o nriObserver) ContainerStopped(nri.Container) {}
 func (o nriObserver) ContainerRemoved(nri.Container) {}
+
+// specChanges passes on additions, deletions, and updates that change an object's
+// generation or UID.
+func specChanges(h cache.ResourceEventHandler) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { h.OnAdd(obj, false) },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, okOld := oldObj.(metav1.Object)
+			n, okNew := newObj.(metav1.Object)
+			if okOld && okNew && o.GetGeneration() == n.GetGeneration() && o.GetUID() == n.GetUID() {
+				return
+			}
+			h.OnUpdate(oldObj, newObj)
+		},
+		DeleteFunc: h.OnDelete,
+	}
+}
 
 // Pods are indexed by UID, which the cgroup of their containers names.
 const indexUID = "uid"

@@ -203,3 +203,23 @@ func TestPodEvents(t *testing.T) {
 		t.Errorf("a forgotten pod's budget is not renewed: %d events", len(notes))
 	}
 }
+
+func TestSpecChanges(t *testing.T) {
+	var calls []string
+	h := specChanges(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { calls = append(calls, "add") },
+		UpdateFunc: func(any, any) { calls = append(calls, "update") },
+		DeleteFunc: func(any) { calls = append(calls, "delete") },
+	})
+	p := func(uid string, gen int64, rv string) *v1alpha1.ArmorPolicy {
+		return &v1alpha1.ArmorPolicy{ObjectMeta: metav1.ObjectMeta{UID: types.UID(uid), Generation: gen, ResourceVersion: rv}}
+	}
+	h.OnAdd(p("a", 1, "1"), false)
+	h.OnUpdate(p("a", 1, "1"), p("a", 1, "2")) // a status write
+	h.OnUpdate(p("a", 1, "2"), p("a", 2, "3")) // a spec change
+	h.OnUpdate(p("a", 2, "3"), p("b", 2, "4")) // deleted and re-created meanwhile
+	h.OnDelete(p("b", 2, "4"))
+	if got := fmt.Sprint(calls); got != "[add update update delete]" {
+		t.Errorf("calls %s", got)
+	}
+}
