@@ -77,6 +77,8 @@ type registration struct {
 	profile string
 	// pid is the container's process the registration was made for.
 	pid int
+	// at is when the registration was made.
+	at time.Time
 }
 
 // Registrar registers containers. It is safe for concurrent use.
@@ -174,7 +176,7 @@ func (r *Registrar) register(ctx context.Context, req hook.Request, src Source, 
 	if prev, ok := r.byID[req.ContainerID]; ok && prev.mntns != ns {
 		delete(r.byNS, prev.mntns)
 	}
-	r.byID[req.ContainerID] = registration{ns, profile, req.PID}
+	r.byID[req.ContainerID] = registration{ns, profile, req.PID, time.Now()}
 	r.byNS[ns] = req.ContainerID
 	return hook.Response{Profile: profile, MountNamespace: ns}, nil
 }
@@ -290,6 +292,7 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 	if r.cfg.Registry == nil {
 		return out, nil
 	}
+	start := time.Now()
 	inKernel, err := r.cfg.Registry.Registered()
 	if err != nil {
 		return out, fmt.Errorf("registrar: read registrations: %w", err)
@@ -317,9 +320,10 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 			todo = append(todo, c.Running)
 		}
 	}
-	// Forget what this registrar knows of containers that are not running any more.
+	// Forget what this registrar knows of containers that are not running any more
+	// (not those registered since the reconciliation began: see below).
 	for id, reg := range r.byID {
-		if !seen[id] && !live[reg.mntns] {
+		if !seen[id] && !live[reg.mntns] && reg.at.Before(start) {
 			delete(r.byID, id)
 			delete(r.byNS, reg.mntns)
 		}
@@ -339,7 +343,7 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 		}
 		r.mu.Lock()
 		if _, taken := r.byNS[ns]; !taken {
-			r.byID[c.ContainerID] = registration{ns, profile, c.PID}
+			r.byID[c.ContainerID] = registration{ns, profile, c.PID, time.Now()}
 			r.byNS[ns] = c.ContainerID
 			out.Adopted = append(out.Adopted, c.ContainerID)
 		}
@@ -364,11 +368,20 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 		if live[ns] {
 			continue
 		}
+		// Under the lock, so that no hook registers meanwhile: a namespace that was dead
+		// when /proc was read may have been given, number and all, to a container
+		// registered since. Its registration must stay.
+		r.mu.Lock()
+		id, known := r.byNS[ns]
+		if known && !r.byID[id].at.Before(start) {
+			r.mu.Unlock()
+			continue
+		}
 		if err := r.cfg.Registry.Unregister(ns); err != nil {
+			r.mu.Unlock()
 			return out, fmt.Errorf("registrar: remove the registration of dead mount namespace %d: %w", ns, err)
 		}
-		r.mu.Lock()
-		if id, ok := r.byNS[ns]; ok {
+		if known {
 			delete(r.byID, id)
 			delete(r.byNS, ns)
 		}

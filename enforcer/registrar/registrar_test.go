@@ -292,3 +292,56 @@ func TestReusedNamespace(t *testing.T) {
 		t.Errorf("namespace 2001 is %q's; old still known: %v", r.ContainerOf(2001), r.Has("old"))
 	}
 }
+
+// racyRegistry runs during before its first Registered, as a hook racing with a
+// reconciliation would.
+type racyRegistry struct {
+	*fakeRegistry
+	during func()
+}
+
+func (r *racyRegistry) Registered() (map[uint32]tables.Registration, error) {
+	out, err := r.fakeRegistry.Registered()
+	if r.during != nil {
+		r.during()
+		r.during = nil
+	}
+	return out, err
+}
+
+// TestReconcileKeepsFreshRegistration: a namespace dead when the reconciliation read the
+// kernel's registrations may be reused, number and all, by a container the hook registers
+// before the reconciliation removes the dead ones. That registration must survive.
+func TestReconcileKeepsFreshRegistration(t *testing.T) {
+	proc := fakeProc(t, map[int]uint32{})
+	fake := &racyRegistry{fakeRegistry: &fakeRegistry{regs: map[uint32]string{2005: "p"}, late: map[uint32]bool{}}}
+	r := newTestRegistrar(t, fake, map[string]bool{"p": true}, nil, proc)
+	fake.during = func() {
+		// A new container in namespace 2005 registers; its process is not yet in the
+		// procfs the reconciliation reads next (it is torn down at once here).
+		d := filepath.Join(proc, "20", "ns")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("mnt:[2005]", filepath.Join(d, "mnt")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Handle(context.Background(), hook.Request{Op: hook.OpRegister, ContainerID: "new", PID: 20,
+			Annotations: map[string]string{hook.AnnotationProfile: "p"}}); err != nil {
+			t.Fatal(err)
+		}
+		os.RemoveAll(filepath.Join(proc, "20"))
+	}
+	got, err := r.Reconcile(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Removed) != 0 || fake.regs[2005] != "p" || r.ContainerOf(2005) != "new" {
+		t.Errorf("removed %v; registrations %v; 2005 is %q's", got.Removed, fake.regs, r.ContainerOf(2005))
+	}
+	// The next reconciliation, with the namespace still dead, removes it.
+	got, err = r.Reconcile(context.Background(), nil)
+	if err != nil || fmt.Sprint(got.Removed) != "[2005]" {
+		t.Errorf("second reconciliation: removed %v, %v", got.Removed, err)
+	}
+}
