@@ -128,6 +128,8 @@ type loaded struct {
 	// nothing to load, else the State.
 	bpf       State
 	bpfReason string
+	// bpfNotEnforced are the rules BPF leaves out on this node (missing hooks).
+	bpfNotEnforced []NotEnforced
 }
 
 // Manager applies policies to the node. It is safe for concurrent use; Apply calls are
@@ -216,12 +218,11 @@ func (m *Manager) applyOne(ctx context.Context, p policyset.Compiled, prev *load
 			case m.cfg.BPF == nil:
 				er.State, er.Reason = Unsupported, m.cfg.BPFMissing
 			case prof.Content == nil:
+			case unchanged && prev.bpf == Loaded:
+				er.NotEnforced = prev.bpfNotEnforced
 			default:
 				var bp compilebpf.Profile
-				if err = json.Unmarshal(prof.Content, &bp); err != nil {
-					break
-				}
-				if !unchanged || prev.bpf != Loaded {
+				if err = json.Unmarshal(prof.Content, &bp); err == nil {
 					err = m.cfg.BPF.SetProfile(&bp)
 				}
 				if err == nil {
@@ -262,7 +263,7 @@ func (m *Manager) applyOne(ctx context.Context, p policyset.Compiled, prev *load
 			}
 		}
 		if prof.Enforcer == v1alpha1.EnforcerBPF && prof.Content != nil {
-			now.bpf, now.bpfReason = er.State, er.Reason
+			now.bpf, now.bpfReason, now.bpfNotEnforced = er.State, er.Reason, er.NotEnforced
 		}
 		res.Enforcers = append(res.Enforcers, er)
 	}

@@ -36,7 +36,13 @@ func CompileOptions(ctx context.Context, kube kubernetes.Interface, apiServer, c
 		}
 		addrs = svc.Spec.ClusterIPs
 	}
-	for _, s := range addrs {
+	return WithAddresses(o, addrs, clusterCIDRs)
+}
+
+// WithAddresses parses what $APISERVER (addresses) and $CLUSTER_CIDRS (addresses or
+// CIDRs) stand for into o.
+func WithAddresses(o compile.Options, apiServer, clusterCIDRs []string) (compile.Options, error) {
+	for _, s := range apiServer {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
 			return o, fmt.Errorf("API server address %q: %w", s, err)

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -39,6 +38,7 @@ import (
 	"github.com/podarmor/podarmor/enforcer/seccomp"
 	"github.com/podarmor/podarmor/enforcer/standalone"
 	"github.com/podarmor/podarmor/enforcer/trial"
+	"github.com/podarmor/podarmor/policies/cluster"
 	"github.com/podarmor/podarmor/policies/compile"
 )
 
@@ -103,57 +103,57 @@ type compileConfig struct {
 }
 
 func (c compileConfig) options() (compile.Options, error) {
-	var o compile.Options
-	for _, s := range c.APIServer {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return o, fmt.Errorf("--%s %q: %w", keyAPIServer, s, err)
-		}
-		o.APIServer = append(o.APIServer, a)
-	}
-	for _, s := range c.ClusterCIDRs {
-		p, err := compile.ParseAddress(s)
-		if err != nil {
-			return o, fmt.Errorf("--%s %q: %w", keyClusterCIDRs, s, err)
-		}
-		o.ClusterCIDRs = append(o.ClusterCIDRs, p)
-	}
-	return o, nil
+	return cluster.WithAddresses(compile.Options{}, c.APIServer, c.ClusterCIDRs)
 }
 
 // standaloneConfig is standalone's.
 type standaloneConfig struct {
-	common         `mapstructure:",squash"`
-	compileConfig  `mapstructure:",squash"`
-	Policies       []string          `mapstructure:"policy"`
-	Socket         string            `mapstructure:"socket"`
-	Timeout        time.Duration     `mapstructure:"timeout"`
-	Containers     map[string]string `mapstructure:"container"`
-	Events         string            `mapstructure:"events"`
-	PinDir         string            `mapstructure:"pin-dir"`
-	SeccompRoot    string            `mapstructure:"seccomp-root"`
-	AppArmorDir    string            `mapstructure:"apparmor-dir"`
-	AppArmorParser string            `mapstructure:"apparmor-parser"`
-	UnprotectedDir string            `mapstructure:"unprotected-dir"`
+	common        `mapstructure:",squash"`
+	compileConfig `mapstructure:",squash"`
+	nodeConfig    `mapstructure:",squash"`
+	Policies      []string          `mapstructure:"policy"`
+	Containers    map[string]string `mapstructure:"container"`
+}
+
+// nodeConfig is what both enforcer modes (standalone, kubernetes) take: the hook
+// socket, where events go, and where each enforcer keeps its state.
+type nodeConfig struct {
+	Socket         string        `mapstructure:"socket"`
+	Timeout        time.Duration `mapstructure:"timeout"`
+	Events         string        `mapstructure:"events"`
+	PinDir         string        `mapstructure:"pin-dir"`
+	SeccompRoot    string        `mapstructure:"seccomp-root"`
+	AppArmorDir    string        `mapstructure:"apparmor-dir"`
+	AppArmorParser string        `mapstructure:"apparmor-parser"`
+	UnprotectedDir string        `mapstructure:"unprotected-dir"`
+}
+
+func (c nodeConfig) appArmor() apparmor.Config {
+	return apparmor.Config{Parser: c.AppArmorParser, Dir: c.AppArmorDir}
+}
+
+// nodeFlags are nodeConfig's flags.
+func nodeFlags(fs *pflag.FlagSet, seccompRoot string) {
+	fs.String(keySocket, hook.DefaultSocket, "the hook socket to serve")
+	fs.Duration(keyTimeout, hook.DefaultTimeout, "bound of one hook request")
+	fs.String(keyEvents, "-", "where events go as JSON lines: a file, or - for stdout")
+	fs.String(keyPinDir, bpf.DefaultPinDir, "bpffs directory of the BPF enforcer's pinned programs and maps")
+	fs.String(keySeccompRoot, seccomp.DefaultRoot, seccompRoot+": profiles are written to ROOT/podarmor/<id>.json")
+	fs.String(keyAppArmorDir, apparmor.DefaultDir, "where AppArmor profile texts are written before loading")
+	fs.String(keyAppArmorParser, "", "apparmor_parser binary (default: from PATH)")
+	fs.String(keyUnprotectedDir, hook.DefaultUnprotectedDir, "where the hook records containers it let run unregistered; they are registered at start")
 }
 
 // kubernetesConfig is kubernetes's.
 type kubernetesConfig struct {
 	common            `mapstructure:",squash"`
 	compileConfig     `mapstructure:",squash"`
+	nodeConfig        `mapstructure:",squash"`
 	NodeName          string        `mapstructure:"node-name"`
 	Kubeconfig        string        `mapstructure:"kubeconfig"`
-	Socket            string        `mapstructure:"socket"`
-	Timeout           time.Duration `mapstructure:"timeout"`
 	PodWait           time.Duration `mapstructure:"pod-wait"`
 	ReconcileInterval time.Duration `mapstructure:"reconcile-interval"`
 	Listen            string        `mapstructure:"listen"`
-	Events            string        `mapstructure:"events"`
-	PinDir            string        `mapstructure:"pin-dir"`
-	SeccompRoot       string        `mapstructure:"seccomp-root"`
-	AppArmorDir       string        `mapstructure:"apparmor-dir"`
-	AppArmorParser    string        `mapstructure:"apparmor-parser"`
-	UnprotectedDir    string        `mapstructure:"unprotected-dir"`
 	Proc              string        `mapstructure:"proc"`
 	NRIHookPath       string        `mapstructure:"nri-hook-path"`
 	NRISocket         string        `mapstructure:"nri-socket"`
@@ -215,16 +215,9 @@ var subcommands = map[string]subcommand{
 		flags: func(fs *pflag.FlagSet) {
 			commonFlags(fs, "json")
 			compileFlags(fs)
+			nodeFlags(fs, "seccomp root")
 			fs.StringArray(keyPolicy, nil, "policy file (ArmorPolicy or ClusterArmorPolicy, YAML or JSON; repeatable)")
-			fs.String(keySocket, hook.DefaultSocket, "the hook socket to serve")
-			fs.Duration(keyTimeout, hook.DefaultTimeout, "bound of one hook request")
 			fs.StringToString(keyContainer, nil, "CONTAINER_ID=PROFILE_ID: the profile of a container, before its annotation (repeatable)")
-			fs.String(keyEvents, "-", "where events go as JSON lines: a file, or - for stdout")
-			fs.String(keyPinDir, bpf.DefaultPinDir, "bpffs directory of the BPF enforcer's pinned programs and maps")
-			fs.String(keySeccompRoot, seccomp.DefaultRoot, "seccomp root: profiles are written to ROOT/podarmor/<id>.json")
-			fs.String(keyAppArmorDir, apparmor.DefaultDir, "where AppArmor profile texts are written before loading")
-			fs.String(keyAppArmorParser, "", "apparmor_parser binary (default: from PATH)")
-			fs.String(keyUnprotectedDir, hook.DefaultUnprotectedDir, "where the hook records containers it let run unregistered; they are registered at start")
 		},
 		run: runStandalone,
 	},
@@ -235,19 +228,12 @@ var subcommands = map[string]subcommand{
 			compileFlags(fs)
 			fs.String(keyNodeName, "", "the node this enforcer runs on (from the downward API: spec.nodeName); required")
 			fs.String(keyKubeconfig, "", "kubeconfig file; empty uses the in-cluster configuration")
-			fs.String(keySocket, hook.DefaultSocket, "the hook socket to serve")
-			fs.Duration(keyTimeout, hook.DefaultTimeout, "bound of one hook request")
+			nodeFlags(fs, "the kubelet's seccomp root")
 			fs.Duration(keyPodWait, kube.DefaultPodWait, "how long a hook waits for a pod the informer has not seen before asking the API server")
 			fs.Duration(keyReconcile, kube.DefaultReconcileInterval, "period of the reconciliation of registrations with the running containers")
 			fs.String(keyListen, kube.DefaultListen, "address of /metrics, /healthz and /readyz; - for none")
-			fs.String(keyEvents, "-", "where events go as JSON lines: a file, or - for stdout")
-			fs.String(keyPinDir, bpf.DefaultPinDir, "bpffs directory of the BPF enforcer's pinned programs and maps")
-			fs.String(keySeccompRoot, seccomp.DefaultRoot, "the kubelet's seccomp root: profiles are written to ROOT/podarmor/<id>.json")
-			fs.String(keyAppArmorDir, apparmor.DefaultDir, "where AppArmor profile texts are written before loading")
-			fs.String(keyAppArmorParser, "", "apparmor_parser binary (default: from PATH)")
-			fs.String(keyUnprotectedDir, hook.DefaultUnprotectedDir, "where the hook records containers it let run unregistered; they are registered at start")
 			fs.String(keyProc, "/proc", "where the node's procfs is mounted")
-			fs.String(keyNRIHook, "", "podarmor-enforcer's path on the node: runs the NRI plugin that injects `podarmor-enforcer oci-hook` into the containers of sandboxed pods (empty: no NRI plugin)")
+			fs.String(keyNRIHook, "", "podarmor-enforcer's path on the node: runs the NRI plugin that injects the OCI hook (this binary's oci-hook) into the containers of sandboxed pods (empty: no NRI plugin)")
 			fs.String(keyNRISocket, nri.DefaultSocket, "the container runtime's NRI socket")
 			fs.String(keyOnUnavailable, string(hook.Refuse), "the injected hook's --on-unavailable: refuse or allow")
 			fs.Int(keyPodEventBurst, kube.DefaultEventBurst, "denials of one rule in one pod that become Kubernetes Events at once; then one per --pod-event-interval (negative: no Events)")
@@ -413,7 +399,7 @@ func runStandalone(ctx context.Context, v *viper.Viper, _ []string) int {
 		Containers:     cfg.Containers,
 		UnprotectedDir: cfg.UnprotectedDir,
 		PinDir:         cfg.PinDir,
-		AppArmor:       apparmor.Config{Parser: cfg.AppArmorParser, Dir: cfg.AppArmorDir},
+		AppArmor:       cfg.appArmor(),
 		SeccompRoot:    cfg.SeccompRoot,
 		Events:         events,
 		Logger:         log,
@@ -457,7 +443,7 @@ func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
 		PodWait:           cfg.PodWait,
 		ReconcileInterval: cfg.ReconcileInterval,
 		PinDir:            cfg.PinDir,
-		AppArmor:          apparmor.Config{Parser: cfg.AppArmorParser, Dir: cfg.AppArmorDir},
+		AppArmor:          cfg.appArmor(),
 		SeccompRoot:       cfg.SeccompRoot,
 		Proc:              cfg.Proc,
 		NRI: nri.Config{
