@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -48,6 +49,9 @@ type SetupConfig struct {
 	// APIServerFlags are appended to the kube-apiserver command line; a flag given
 	// twice takes its last value, so these override the defaults of [NewSetup].
 	APIServerFlags []string
+	// Cluster, when set, lays out a control plane for a cluster with a node that is not
+	// on the host: see ClusterConfig.
+	Cluster *ClusterConfig
 }
 
 func (c SetupConfig) defaults() (SetupConfig, error) {
@@ -58,6 +62,11 @@ func (c SetupConfig) defaults() (SetupConfig, error) {
 		return c, errors.New("setup: BinDir is required")
 	case !versionPattern.MatchString(c.Version):
 		return c, fmt.Errorf("setup: Version %q is not a Kubernetes release such as v1.37.2", c.Version)
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.validate(); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }
@@ -77,6 +86,9 @@ type Setup struct {
 	Kubeconfig string
 	// Config reaches the API as the admin (the kubeconfig's content).
 	Config *rest.Config
+	// Cluster is set when SetupConfig.Cluster was: the rest of a cluster's control
+	// plane and the node's files.
+	Cluster *ClusterSetup
 }
 
 // NewSetup writes a control plane's files into cfg.Dir and returns its command lines.
@@ -84,7 +96,9 @@ type Setup struct {
 // program takes them.
 //
 // Files in Dir: pki/ (ca.crt, ca.key, apiserver.crt, apiserver.key, sa.key, sa.pub),
-// tokens.csv, admin.kubeconfig, etcd/ (etcd's data).
+// tokens.csv, admin.kubeconfig, etcd/ (etcd's data); with SetupConfig.Cluster also
+// scheduler.kubeconfig, controller-manager.kubeconfig, egress-selector.yaml and node/
+// (see ClusterSetup).
 func NewSetup(cfg SetupConfig) (*Setup, error) {
 	cfg, err := cfg.defaults()
 	if err != nil {
@@ -113,7 +127,11 @@ func NewSetup(cfg SetupConfig) (*Setup, error) {
 	}
 
 	f := func(name string) string { return filepath.Join(pki, name) }
-	caPEM, err := writePKI(pki)
+	var extraIPs []net.IP
+	if cfg.Cluster != nil {
+		extraIPs = append(extraIPs, net.ParseIP(cfg.Cluster.AdvertiseAddress))
+	}
+	caPEM, err := writePKI(pki, extraIPs)
 	if err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
@@ -123,8 +141,16 @@ func NewSetup(cfg SetupConfig) (*Setup, error) {
 	}
 	tokens := filepath.Join(cfg.Dir, "tokens.csv")
 	// token,user,uid,"groups"
-	line := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", token, AdminUser, AdminUser)
-	if err := os.WriteFile(tokens, []byte(line), 0o600); err != nil {
+	lines := []string{fmt.Sprintf("%s,%s,%s,\"system:masters\"", token, AdminUser, AdminUser)}
+	var clusterFlags []string
+	if cfg.Cluster != nil {
+		more, flags, err := setupCluster(cfg, s, apiPort, caPEM)
+		if err != nil {
+			return nil, err
+		}
+		lines, clusterFlags = append(lines, more...), flags
+	}
+	if err := os.WriteFile(tokens, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 
@@ -168,8 +194,10 @@ func NewSetup(cfg SetupConfig) (*Setup, error) {
 		// The apiserver would otherwise publish 127.0.0.1 as the endpoint of the
 		// "kubernetes" Service, which endpoint validation rejects as loopback, and log
 		// that every 10 seconds. Nothing in the cluster needs that Service.
+		// A cluster's node reaches the API server at the address its setup advertises,
+		// and clusterFlags switch the reconciler back on.
 		"--endpoint-reconciler-type=none",
-	}, cfg.APIServerFlags...)
+	}, append(clusterFlags, cfg.APIServerFlags...)...)
 
 	s.Config = &rest.Config{
 		Host:            s.APIServerURL,
@@ -178,7 +206,7 @@ func NewSetup(cfg SetupConfig) (*Setup, error) {
 		QPS:             100,
 		Burst:           200,
 	}
-	if err := writeKubeconfig(s.Kubeconfig, s.APIServerURL, caPEM, token); err != nil {
+	if err := writeKubeconfigFor(s.Kubeconfig, s.APIServerURL, caPEM, AdminUser, token); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 	return s, nil
@@ -207,9 +235,10 @@ func randomHex(n int) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// writePKI writes a CA, a serving certificate it signs for loopback and the in-cluster
-// names, and the service-account key pair into dir; it returns the CA certificate.
-func writePKI(dir string) (caPEM []byte, err error) {
+// writePKI writes a CA, a serving certificate it signs for loopback, the in-cluster
+// names and extraIPs, and the service-account key pair into dir; it returns the CA
+// certificate.
+func writePKI(dir string, extraIPs []net.IP) (caPEM []byte, err error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("ca key: %w", err)
@@ -246,7 +275,7 @@ func writePKI(dir string) (caPEM []byte, err error) {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default",
 			"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(kubernetesServiceIP)},
+		IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(kubernetesServiceIP)}, extraIPs...),
 	}
 	servingDER, err := x509.CreateCertificate(rand.Reader, servingTmpl, caCert, &servingKey.PublicKey, caKey)
 	if err != nil {
@@ -289,12 +318,13 @@ func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
-func writeKubeconfig(path, server string, caPEM []byte, token string) error {
+// writeKubeconfigFor writes a kubeconfig that reaches server as user, by token.
+func writeKubeconfigFor(path, server string, caPEM []byte, user, token string) error {
 	const name = "podarmor-e2e"
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
-	kc.AuthInfos[AdminUser] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: AdminUser}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: user}
 	kc.CurrentContext = name
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {
 		return fmt.Errorf("write kubeconfig: %w", err)
