@@ -13,6 +13,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -86,7 +87,11 @@ type Options struct {
 	EventsPerSecond uint32
 	// Tables bound each profile's tables.
 	Tables tables.Limits
-	Logger *slog.Logger
+	// ProgramStats turns on the kernel's run-time statistics of BPF programs
+	// (BPF_ENABLE_STATS) while the enforcer runs, for Enforcer.ProgramStats. It costs
+	// every BPF program on the node two clock reads per run.
+	ProgramStats bool
+	Logger       *slog.Logger
 }
 
 // Hook is one LSM hook podarmor attaches a program to.
@@ -116,6 +121,11 @@ type Enforcer struct {
 	bodies   []bodyState              // by body index; body 0 is never used
 	trans    regions
 	retired  map[Decision]uint64 // counts of retired bodies
+
+	// stats holds BPF_ENABLE_STATS's descriptor when Options.ProgramStats is set; progs
+	// are the attached programs whose statistics ProgramStats reads.
+	stats io.Closer
+	progs []statProgram
 }
 
 // mapNames lists every map of the object; all are pinned.
@@ -203,6 +213,12 @@ func Load(opts Options) (*Enforcer, error) {
 	if err := e.attach(); err != nil {
 		mod.Close()
 		return nil, err
+	}
+	if opts.ProgramStats {
+		if err := e.enableStats(); err != nil {
+			e.Close()
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -342,6 +358,7 @@ func (e *Enforcer) attach() error {
 // Close releases this process's handles. Pinned programs, links and maps stay: the
 // sandboxes remain enforced until Unpin.
 func (e *Enforcer) Close() {
+	e.closeStats()
 	if e.mod != nil {
 		e.mod.Close()
 		e.mod = nil

@@ -7,13 +7,19 @@ import (
 )
 
 // Collector exports what the kernel side knows, read at scrape time: exact decision
-// counts from the per-CPU counters, events lost, and which LSM hooks this kernel has.
-// Labels come from bounded sets: profiles and rule IDs of the loaded policies, hook names.
+// counts from the per-CPU counters, events lost, which LSM hooks this kernel has, how
+// full the maps are and, when enabled, what each program costs. Labels come from
+// bounded sets: profiles and rule IDs of the loaded policies, hook, program and map
+// names of the object.
 type Collector struct {
-	src       Source
-	decisions *prometheus.Desc
-	dropped   *prometheus.Desc
-	hooks     *prometheus.Desc
+	src        Source
+	decisions  *prometheus.Desc
+	dropped    *prometheus.Desc
+	hooks      *prometheus.Desc
+	entries    *prometheus.Desc
+	maxEntries *prometheus.Desc
+	runs       *prometheus.Desc
+	runTime    *prometheus.Desc
 }
 
 // Source is what a Collector reads at scrape time. *Enforcer is the real one; the
@@ -23,6 +29,8 @@ type Source interface {
 	Counters() (map[Decision]uint64, error)
 	Drops() ([tables.NumDrops]uint64, error)
 	Hooks() []Hook
+	MapUsage() ([]MapUsage, error)
+	ProgramStats() ([]ProgramStats, error)
 }
 
 // NewCollector returns the Collector of src, usually an *Enforcer.
@@ -38,6 +46,18 @@ func NewCollector(src Source) *Collector {
 		hooks: prometheus.NewDesc("podarmor_enforcer_lsm_hook_attached",
 			"1 when the BPF program of an LSM hook is attached, 0 when this kernel lacks the hook (the rules that need it are not enforced by BPF).",
 			[]string{"hook"}, nil),
+		entries: prometheus.NewDesc("podarmor_enforcer_bpf_map_entries",
+			"Entries in use in a BPF map with a fixed capacity: registrations (containers), profile slots (profile_active), rule bodies (profile_bodies), path DFA transitions (dfa_trans), rule tables and decision counters. A full map refuses the next profile, registration or counter.",
+			[]string{"map"}, nil),
+		maxEntries: prometheus.NewDesc("podarmor_enforcer_bpf_map_max_entries",
+			"Capacity of a BPF map (its max_entries, set by the enforcer's capacity at load).",
+			[]string{"map"}, nil),
+		runs: prometheus.NewDesc("podarmor_enforcer_bpf_program_runs_total",
+			"Runs of each BPF program, from the kernel's bpf_stats (exported only when the enforcer runs with --bpf-stats).",
+			[]string{"program", "hook"}, nil),
+		runTime: prometheus.NewDesc("podarmor_enforcer_bpf_program_run_seconds_total",
+			"Time spent in each BPF program, from the kernel's bpf_stats (exported only when the enforcer runs with --bpf-stats).",
+			[]string{"program", "hook"}, nil),
 	}
 }
 
@@ -46,6 +66,10 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.decisions
 	ch <- c.dropped
 	ch <- c.hooks
+	ch <- c.entries
+	ch <- c.maxEntries
+	ch <- c.runs
+	ch <- c.runTime
 }
 
 var actionNames = map[tables.Action]string{tables.ActionEnforce: "enforce", tables.ActionAudit: "audit"}
@@ -74,5 +98,21 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.hooks, prometheus.GaugeValue, v, h.Name)
+	}
+	if usage, err := c.src.MapUsage(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.entries, err)
+	} else {
+		for _, u := range usage {
+			ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(u.Entries), u.Map)
+			ch <- prometheus.MustNewConstMetric(c.maxEntries, prometheus.GaugeValue, float64(u.MaxEntries), u.Map)
+		}
+	}
+	if stats, err := c.src.ProgramStats(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.runs, err)
+	} else {
+		for _, s := range stats {
+			ch <- prometheus.MustNewConstMetric(c.runs, prometheus.CounterValue, float64(s.Runs), s.Program, s.Hook)
+			ch <- prometheus.MustNewConstMetric(c.runTime, prometheus.CounterValue, s.RunTime.Seconds(), s.Program, s.Hook)
+		}
 	}
 }

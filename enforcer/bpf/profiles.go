@@ -329,6 +329,8 @@ func (e *Enforcer) Register(mntns uint32, id string, late bool) error {
 	if late {
 		reg.Armed = 1
 	}
+	e.mu.Lock() // MapUsage walks the map under it
+	defer e.mu.Unlock()
 	if err := e.put("containers", mntns, reg); err != nil {
 		return fmt.Errorf("%w (registrations: at most %d)", err, e.cap.Containers)
 	}
@@ -337,6 +339,8 @@ func (e *Enforcer) Register(mntns uint32, id string, late bool) error {
 
 // Unregister forgets a mount namespace. Tasks already confined stay confined.
 func (e *Enforcer) Unregister(mntns uint32) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	return e.del("containers", mntns)
 }
 

@@ -99,6 +99,10 @@ type Config struct {
 
 	// PinDir is the BPF enforcer's bpffs directory; bpf.DefaultPinDir when empty.
 	PinDir string
+	// BPFStats turns on the kernel's run-time statistics of BPF programs while the
+	// enforcer runs, for the podarmor_enforcer_bpf_program_* metrics. It costs every
+	// BPF program on the node (not only podarmor's) two clock reads per run.
+	BPFStats bool
 	// AppArmor configures loading AppArmor profiles.
 	AppArmor apparmor.Config
 	// SeccompRoot is the kubelet's seccomp root; seccomp.DefaultRoot when empty.
@@ -213,8 +217,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// The node's enforcers. A missing one is reported, not fatal: policies that need
 	// it are Unsupported on this node, and its status says so.
-	pc := profiles.Config{Seccomp: seccomp.Store{Root: cfg.SeccompRoot}, Logger: log}
-	if enf, err := bpf.Load(bpf.Options{PinDir: cfg.PinDir, Logger: log}); err != nil {
+	a.metrics = newMetrics(a)
+	pc := profiles.Config{Seccomp: seccomp.Store{Root: cfg.SeccompRoot}, Observe: a.metrics.observeLoad, Logger: log}
+	if enf, err := bpf.Load(bpf.Options{PinDir: cfg.PinDir, ProgramStats: cfg.BPFStats, Logger: log}); err != nil {
 		pc.BPFMissing = err.Error()
 		log.Error("BPF LSM enforcer unavailable: policies with the BPF enforcer are not enforced by BPF on this node", "error", err)
 	} else {
@@ -247,6 +252,11 @@ func Run(ctx context.Context, cfg Config) error {
 	slices.Sort(a.missing)
 	started := time.Now()
 	features := nodeFeatures(pc, cmp.Or(cfg.AppArmor.SecurityFS, apparmor.DefaultSecurityFS))
+	var hooks []bpf.Hook
+	if a.enf != nil {
+		hooks = a.enf.Hooks()
+	}
+	a.metrics.setFeatures(features, hooks)
 	status, err := nodestatus.New(dyn, cfg.NodeName, nodestatus.Options{Logger: log})
 	if err != nil {
 		return err
@@ -266,7 +276,6 @@ func Run(ctx context.Context, cfg Config) error {
 	a.podEvents = newPodEvents(func(pod *corev1.ObjectReference, reason, note string) {
 		recorder.Eventf(pod, nil, corev1.EventTypeWarning, reason, "Deny", "%s", note)
 	}, cfg.PodEventBurst, cfg.PodEventInterval)
-	a.metrics = newMetrics(a)
 	var registry registrar.Registry
 	if a.enf != nil {
 		registry = a.enf
@@ -348,6 +357,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("kube: %w", err)
 	}
+	opts.Backends = a.metrics.timed(opts.Backends)
 
 	// Every policy in place before the first hook is answered.
 	a.applyPolicies(ctx, opts)
@@ -463,6 +473,7 @@ func (a *agent) applyPolicies(ctx context.Context, opts compile.Options) {
 		a.log.Error("policy does not compile on this node", "policy", fmt.Sprintf("%s %s/%s", f.Kind, f.Namespace, f.Name), "error", f.CompileError)
 		results = append(results, f)
 	}
+	a.metrics.observeCompileErrors(failed)
 	a.metrics.observeApply(results, time.Since(start))
 	a.mu.Lock()
 	a.results = results

@@ -1,11 +1,16 @@
 package kube
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/podarmor/podarmor/enforcer/bpf"
 	"github.com/podarmor/podarmor/enforcer/registrar"
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/compile"
+	"github.com/podarmor/podarmor/policies/ruleset"
 )
 
 // metrics are the Kubernetes mode's own metrics; the BPF enforcer's decisions, drops
@@ -19,10 +24,31 @@ type metrics struct {
 	registered    prometheus.GaugeFunc
 	unregistered  prometheus.GaugeFunc
 	suppressed    prometheus.CounterFunc
+
+	compileDuration *prometheus.HistogramVec
+	compileErrors   *prometheus.CounterVec
+	loadDuration    *prometheus.HistogramVec
+	loadErrors      *prometheus.CounterVec
+	features        *prometheus.GaugeVec
+}
+
+// backends are the values of the backend label: the enforcers, as the compiler's
+// backends are named.
+var backends = map[v1alpha1.Enforcer]string{
+	v1alpha1.EnforcerBPF:      "bpf",
+	v1alpha1.EnforcerAppArmor: "apparmor",
+	v1alpha1.EnforcerSeccomp:  "seccomp",
+}
+
+func backendName(e v1alpha1.Enforcer) string {
+	if b, ok := backends[e]; ok {
+		return b
+	}
+	return strings.ToLower(string(e))
 }
 
 func newMetrics(a *agent) *metrics {
-	return &metrics{
+	m := &metrics{
 		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podarmor_enforcer_registrations_total",
 			Help: "Registrations of sandboxed containers with the BPF enforcer, by how they came about (hook: before the first instruction; unprotected: after the hook let the container run while the enforcer was away; reconcile: found running unregistered) and result.",
@@ -57,11 +83,98 @@ func newMetrics(a *agent) *metrics {
 			Name: "podarmor_enforcer_pod_events_suppressed_total",
 			Help: "Denials that did not become a Kubernetes Event on their pod because that pod and rule had used up their budget (every denial is still counted and logged).",
 		}, func() float64 { return float64(a.podEvents.Suppressed()) }),
+		compileDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "podarmor_enforcer_profile_compile_duration_seconds",
+			Help:    "Time a backend (bpf, apparmor, seccomp) took to render one policy's profile.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"backend"}),
+		compileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podarmor_enforcer_profile_compile_errors_total",
+			Help: "Policies that did not compile on this node, counted at each attempt once per backend the policy names (the policy is then enforced by none of them).",
+		}, []string{"backend"}),
+		loadDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "podarmor_enforcer_profile_load_duration_seconds",
+			Help:    "Time to load one profile into its enforcer: BPF rule tables written, apparmor_parser run, seccomp file written; failed loads included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"backend"}),
+		loadErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podarmor_enforcer_profile_load_errors_total",
+			Help: "Profiles an enforcer failed to load (the previous version, if any, stays loaded; the policy is not ready).",
+		}, []string{"backend"}),
+		features: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "podarmor_enforcer_kernel_feature",
+			Help: "1 when the node offers a feature podarmor uses, 0 when not: bpf_lsm, apparmor, seccomp, and lsm_hook/<hook> for each LSM hook of the BPF programs (probed when BPF LSM is available).",
+		}, []string{"feature"}),
 	}
+	for _, b := range backends {
+		m.compileErrors.WithLabelValues(b)
+		m.loadErrors.WithLabelValues(b)
+	}
+	return m
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.registrations, m.delay, m.applyDuration, m.profiles, m.policies, m.registered, m.unregistered, m.suppressed}
+	return []prometheus.Collector{m.registrations, m.delay, m.applyDuration, m.profiles, m.policies, m.registered, m.unregistered, m.suppressed,
+		m.compileDuration, m.compileErrors, m.loadDuration, m.loadErrors, m.features}
+}
+
+// observeLoad is profiles.Config.Observe.
+func (m *metrics) observeLoad(e v1alpha1.Enforcer, took time.Duration, err error) {
+	b := backendName(e)
+	m.loadDuration.WithLabelValues(b).Observe(took.Seconds())
+	if err != nil {
+		m.loadErrors.WithLabelValues(b).Inc()
+	}
+}
+
+// observeCompileErrors counts the policies that did not compile, once per enforcer
+// each names.
+func (m *metrics) observeCompileErrors(failed []PolicyResult) {
+	for _, f := range failed {
+		for _, e := range f.SpecEnforcers {
+			m.compileErrors.WithLabelValues(backendName(e)).Inc()
+		}
+	}
+}
+
+// timed wraps the compiler's backends so that each render is observed.
+func (m *metrics) timed(bs map[v1alpha1.Enforcer]compile.Backend) map[v1alpha1.Enforcer]compile.Backend {
+	out := make(map[v1alpha1.Enforcer]compile.Backend, len(bs))
+	for e, b := range bs {
+		out[e] = timedBackend{Backend: b, duration: m.compileDuration.WithLabelValues(backendName(e))}
+	}
+	return out
+}
+
+// timedBackend is a compiler backend whose renders are timed.
+type timedBackend struct {
+	compile.Backend
+	duration prometheus.Observer
+}
+
+func (b timedBackend) Render(rs *ruleset.RuleSet) ([]byte, error) {
+	start := time.Now()
+	out, err := b.Backend.Render(rs)
+	b.duration.Observe(time.Since(start).Seconds())
+	return out, err
+}
+
+// setFeatures publishes what the node's kernel offers, as the node status reports it,
+// and which LSM hooks the BPF programs found.
+func (m *metrics) setFeatures(f v1alpha1.NodeFeatures, hooks []bpf.Hook) {
+	flag := func(name string, on bool) {
+		v := 0.0
+		if on {
+			v = 1
+		}
+		m.features.WithLabelValues(name).Set(v)
+	}
+	flag("bpf_lsm", f.BPFLSM)
+	flag("apparmor", f.AppArmor)
+	flag("seccomp", f.Seccomp)
+	for _, h := range hooks {
+		flag("lsm_hook/"+h.Name, h.Attached)
+	}
 }
 
 // Describe implements prometheus.Collector.

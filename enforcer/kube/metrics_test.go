@@ -19,6 +19,7 @@ import (
 	"github.com/podarmor/podarmor/enforcer/registrar"
 	"github.com/podarmor/podarmor/enforcer/tables"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
+	"github.com/podarmor/podarmor/policies/compile"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/monitoring/inventory/enforcer.json")
@@ -42,6 +43,14 @@ func (fakeKernel) Hooks() []bpf.Hook {
 	return []bpf.Hook{{Name: "file_open", Attached: true}, {Name: "path_mkdir", Attached: false}}
 }
 
+func (fakeKernel) MapUsage() ([]bpf.MapUsage, error) {
+	return []bpf.MapUsage{{Map: "containers", Entries: 12, MaxEntries: 4096}, {Map: "dfa_trans", Entries: 3000, MaxEntries: 1 << 22}}, nil
+}
+
+func (fakeKernel) ProgramStats() ([]bpf.ProgramStats, error) {
+	return []bpf.ProgramStats{{Program: "file_open", Hook: "file_open", Runs: 1000, RunTime: 2 * time.Millisecond}}, nil
+}
+
 // enforcerMetrics gathers what the Kubernetes mode serves on /metrics: the real
 // handler of serveHTTP, scraped over loopback, after the agent observed one policy
 // apply and one registration, plus enforcer/bpf's collector over a fake kernel (the
@@ -59,6 +68,19 @@ func enforcerMetrics(t *testing.T) prometheus.Gatherer {
 		{Name: "web", Enforcers: []profiles.EnforcerResult{{Enforcer: v1alpha1.EnforcerBPF, State: profiles.Loaded}}},
 		{Name: "db", CompileError: "unknown rule"},
 	}, 40*time.Millisecond)
+	a.metrics.observeCompileErrors([]PolicyResult{{Name: "db", CompileError: "unknown rule", SpecEnforcers: []v1alpha1.Enforcer{v1alpha1.EnforcerAppArmor}}})
+	a.metrics.observeLoad(v1alpha1.EnforcerBPF, 3*time.Millisecond, nil)
+	a.metrics.observeLoad(v1alpha1.EnforcerAppArmor, 300*time.Millisecond, errors.New("apparmor_parser: exit 1"))
+	backends, err := compile.DefaultBackends()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, errs := compile.Compile(compile.Policy{Kind: "ArmorPolicy", Namespace: "shop", Name: "web", Spec: v1alpha1.ArmorPolicySpec{
+		Enforcers: []v1alpha1.Enforcer{v1alpha1.EnforcerBPF}, Mode: v1alpha1.ModeEnhanceProtect,
+	}}, compile.Options{Backends: a.metrics.timed(backends)}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	a.metrics.setFeatures(v1alpha1.NodeFeatures{BPFLSM: true, AppArmor: true}, fakeKernel{}.Hooks())
 
 	addr, stop, err := a.serveHTTP()
 	if err != nil {

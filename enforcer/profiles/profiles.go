@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/podarmor/podarmor/enforcer/policyset"
 	"github.com/podarmor/podarmor/enforcer/tables"
@@ -65,6 +66,10 @@ type Config struct {
 
 	Seccomp        Seccomp
 	SeccompMissing string
+
+	// Observe, if set, is called after every load of a profile into an enforcer (not
+	// for profiles left as they were), with how long it took and its error.
+	Observe func(e v1alpha1.Enforcer, took time.Duration, err error)
 
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
@@ -212,6 +217,7 @@ func (m *Manager) applyOne(ctx context.Context, p policyset.Compiled, prev *load
 		digest := sha256.Sum256(prof.Content)
 		unchanged := prev != nil && prev.digests[prof.Enforcer] == digest
 		var err error
+		start, attempted := time.Now(), false
 		switch prof.Enforcer {
 		case v1alpha1.EnforcerBPF:
 			switch {
@@ -228,6 +234,7 @@ func (m *Manager) applyOne(ctx context.Context, p policyset.Compiled, prev *load
 				if err == nil {
 					er.NotEnforced = m.missingHooks(bp.Rules)
 				}
+				attempted = true
 			}
 		case v1alpha1.EnforcerAppArmor:
 			name := compileapparmor.ProfileName(id)
@@ -240,6 +247,7 @@ func (m *Manager) applyOne(ctx context.Context, p policyset.Compiled, prev *load
 				// Loaded by an earlier enforcer from the same text.
 			default:
 				err = m.cfg.AppArmor.Load(ctx, name, prof.Content)
+				attempted = true
 			}
 		case v1alpha1.EnforcerSeccomp:
 			switch {
@@ -249,9 +257,13 @@ func (m *Manager) applyOne(ctx context.Context, p policyset.Compiled, prev *load
 			case unchanged:
 			default:
 				_, err = m.cfg.Seccomp.Write(id, prof.Content)
+				attempted = true
 			}
 		default:
 			err = fmt.Errorf("enforcer %s is not known to this enforcer", prof.Enforcer)
+		}
+		if attempted && m.cfg.Observe != nil {
+			m.cfg.Observe(prof.Enforcer, time.Since(start), err)
 		}
 		if err != nil {
 			er.State, er.Reason = Failed, err.Error()

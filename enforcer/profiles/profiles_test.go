@@ -11,8 +11,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/podarmor/podarmor/enforcer/policyset"
+	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/catalog"
 	"github.com/podarmor/podarmor/policies/compile"
 	compilebpf "github.com/podarmor/podarmor/policies/compile/bpf"
@@ -144,8 +146,15 @@ func TestApply(t *testing.T) {
 	bpf := &fakeBPF{loaded: map[string]int{"ap.old.left": 3}}
 	aa := &fakeAppArmor{loaded: map[string]string{"podarmor-ap.old.left": "x", "podarmor-ap.old.left//hat": "x", "docker-default": "x"}}
 	sc := &fakeSeccomp{files: map[string]string{"ap.old.left": "{}"}}
+	var observed []string
+	observe := func(e v1alpha1.Enforcer, took time.Duration, err error) {
+		if took <= 0 {
+			t.Errorf("%s load observed taking %v", e, took)
+		}
+		observed = append(observed, fmt.Sprintf("%s:%v", e, err == nil))
+	}
 	m := New(Config{BPF: bpf, AppArmor: aa, Seccomp: sc, Logger: slog.New(slog.DiscardHandler),
-		MissingHooks: map[string]string{"userns_create": "not in this kernel"}})
+		MissingHooks: map[string]string{"userns_create": "not in this kernel"}, Observe: observe})
 
 	web := policy("web", "BPF, AppArmor, Seccomp", "{name: disallow-mount}, {name: disallow-create-userns}")
 	db := policy("db", "AppArmor", "{name: disallow-write-core-pattern}")
@@ -198,6 +207,10 @@ func TestApply(t *testing.T) {
 	bpf.fail = ""
 	if got := summary(m.Apply(ctx, compiled(t, web2, policy("bad", "BPF", "{name: disallow-mount}")))); got != "ap.shop.web: BPF=Loaded -builtin/runtime-default-userns AppArmor=Loaded; ap.shop.bad: BPF=Loaded -builtin/runtime-default-userns; " {
 		t.Errorf("retry: %s", got)
+	}
+	// Every load is observed once, with its outcome; what stayed as it was is not.
+	if got, want := strings.Join(observed, " "), "BPF:true AppArmor:true Seccomp:true AppArmor:true BPF:true AppArmor:true BPF:false BPF:true"; got != want {
+		t.Errorf("observed loads:\n got %s\nwant %s", got, want)
 	}
 }
 

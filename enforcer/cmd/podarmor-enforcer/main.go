@@ -7,6 +7,8 @@
 //	podarmor-enforcer kubernetes     the DaemonSet's enforcer: policies from the API server,
 //	                                 containers mapped to profiles by their pod's label
 //	podarmor-enforcer try-guest      the guest side of `podarmor try`, inside its VM
+//	podarmor-enforcer install-hook   copy this binary to where the runtime runs the hook
+//	                                 (the DaemonSet's init container; the image has no shell)
 //
 // Configuration comes from flags, PODARMOR_* environment variables (PODARMOR_SOCKET for
 // --socket, PODARMOR_ON_UNAVAILABLE for --on-unavailable) and an optional file
@@ -21,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -79,6 +82,7 @@ const (
 	keyNRISocket        = "nri-socket"
 	keyPodEventBurst    = "pod-event-burst"
 	keyPodEventInterval = "pod-event-interval"
+	keyBPFStats         = "bpf-stats"
 )
 
 // common is the configuration every subcommand has.
@@ -160,6 +164,13 @@ type kubernetesConfig struct {
 	OnUnavailable     string        `mapstructure:"on-unavailable"`
 	PodEventBurst     int           `mapstructure:"pod-event-burst"`
 	PodEventInterval  time.Duration `mapstructure:"pod-event-interval"`
+	BPFStats          bool          `mapstructure:"bpf-stats"`
+}
+
+// installHookConfig is install-hook's.
+type installHookConfig struct {
+	common `mapstructure:",squash"`
+	Dir    string `mapstructure:"dir"`
 }
 
 // tryConfig is try-guest's.
@@ -238,8 +249,17 @@ var subcommands = map[string]subcommand{
 			fs.String(keyOnUnavailable, string(hook.Refuse), "the injected hook's --on-unavailable: refuse or allow")
 			fs.Int(keyPodEventBurst, kube.DefaultEventBurst, "denials of one rule in one pod that become Kubernetes Events at once; then one per --pod-event-interval (negative: no Events)")
 			fs.Duration(keyPodEventInterval, kube.DefaultEventInterval, "after the burst, one Event per pod and rule per interval")
+			fs.Bool(keyBPFStats, false, "turn on the kernel's run-time statistics of BPF programs (BPF_ENABLE_STATS) while the enforcer runs and export each program's runs and run time; costs every BPF program on the node two clock reads per run")
 		},
 		run: runKubernetes,
+	},
+	"install-hook": {
+		summary: "copy this binary to DIR/podarmor-enforcer (atomically), for the runtime to run as the OCI hook",
+		flags: func(fs *pflag.FlagSet) {
+			commonFlags(fs, "text")
+			fs.String(keyDir, "", "the directory, as this process sees it; required")
+		},
+		run: runInstallHook,
 	},
 	"try-guest": {
 		summary: "inside the VM of `podarmor try`: run a command in a pod-like runc container under the policy",
@@ -263,7 +283,7 @@ var subcommands = map[string]subcommand{
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: podarmor-enforcer SUBCOMMAND [flags]")
-	for _, name := range []string{"oci-hook", "standalone", "kubernetes", "try-guest"} {
+	for _, name := range []string{"oci-hook", "standalone", "kubernetes", "install-hook", "try-guest"} {
 		fmt.Fprintf(w, "  %-11s %s\n", name, subcommands[name].summary)
 	}
 	fmt.Fprintln(w, "`podarmor-enforcer SUBCOMMAND --help` lists a subcommand's flags.")
@@ -443,6 +463,7 @@ func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
 		PodWait:           cfg.PodWait,
 		ReconcileInterval: cfg.ReconcileInterval,
 		PinDir:            cfg.PinDir,
+		BPFStats:          cfg.BPFStats,
 		AppArmor:          cfg.appArmor(),
 		SeccompRoot:       cfg.SeccompRoot,
 		Proc:              cfg.Proc,
@@ -450,14 +471,40 @@ func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
 			Socket: cfg.NRISocket,
 			Hook:   nri.HookConfig{Path: cfg.NRIHookPath, OnUnavailable: on},
 		},
-		Listen: cfg.Listen,
-		Events: event.NewWriter(events),
-		Logger: log,
+		Listen:           cfg.Listen,
+		Events:           event.NewWriter(events),
+		PodEventBurst:    cfg.PodEventBurst,
+		PodEventInterval: cfg.PodEventInterval,
+		Logger:           log,
 	})
 	if err != nil {
 		log.Error("podarmor-enforcer kubernetes stopped", "error", err)
 		return 1
 	}
+	return 0
+}
+
+func runInstallHook(_ context.Context, v *viper.Viper, _ []string) int {
+	cfg, log, ok := decode(v, "install-hook", func(c *installHookConfig) common { return c.common })
+	if !ok {
+		return 2
+	}
+	if cfg.Dir == "" {
+		log.Error("--" + keyDir + " is required")
+		return 2
+	}
+	self, err := os.Executable()
+	if err != nil {
+		log.Error("find this binary", "error", err)
+		return 1
+	}
+	dest := filepath.Join(cfg.Dir, "podarmor-enforcer")
+	changed, err := hook.Install(self, dest)
+	if err != nil {
+		log.Error("install the hook binary", "error", err)
+		return 1
+	}
+	log.Info("hook binary", "path", dest, "changed", changed)
 	return 0
 }
 
