@@ -38,10 +38,10 @@ lint: ## gofmt, go vet and staticcheck
 	hack/lint.sh
 
 .PHONY: verify
-verify: verify-codegen verify-docs verify-bpf ## check that generated files are up to date
+verify: verify-codegen verify-docs verify-bpf verify-chart ## check that generated files are up to date
 
 .PHONY: update
-update: update-codegen update-docs update-bpf ## regenerate every generated file
+update: update-codegen update-docs update-bpf update-chart ## regenerate every generated file
 
 .PHONY: update-codegen
 update-codegen: ## regenerate deepcopy code and CRDs from policies/api
@@ -66,6 +66,14 @@ update-docs: ## regenerate docs/rules.md, the metric inventories and docs/observ
 .PHONY: verify-docs
 verify-docs: ## fail if docs/rules.md, the metric inventories or docs/observability.md are stale
 	hack/update-docs.sh --verify
+
+.PHONY: update-chart
+update-chart: ## regenerate the Helm chart's copies and webhook template, and deploy/podarmor.yaml
+	hack/render-chart.sh
+
+.PHONY: verify-chart
+verify-chart: ## fail if the chart's generated files or deploy/podarmor.yaml are stale
+	hack/render-chart.sh --verify
 
 .PHONY: update-golden
 update-golden: ## rewrite the golden files of the compiler tests
