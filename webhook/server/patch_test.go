@@ -183,7 +183,7 @@ func TestPodPatch(t *testing.T) {
 }
 
 // handlerWith is the webhook's handler over fixed ArmorPolicies of namespace shop.
-func handlerWith(t *testing.T, policies []*v1alpha1.ArmorPolicy, appArmorField bool) http.Handler {
+func handlerWith(t testing.TB, policies []*v1alpha1.ArmorPolicy, appArmorField bool) http.Handler {
 	t.Helper()
 	h, err := New(Config{
 		Planner: &admission.Planner{Store: store{armor: policies}},

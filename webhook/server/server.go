@@ -114,18 +114,8 @@ func New(cfg Config) (http.Handler, error) {
 	s := &server{cfg}
 	log := slogger{l: cfg.Logger}
 	mutate := podMutator{s}
-	validatePods, err := validating.NewWebhook(validating.WebhookConfig{
-		ID: "validate-pods", Obj: &corev1.Pod{}, Logger: log, Validator: validating.ValidatorFunc(s.validatePod),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pod validating webhook: %w", err)
-	}
-	validatePolicies, err := validating.NewWebhook(validating.WebhookConfig{
-		ID: "validate-policies", Logger: log, Validator: validating.ValidatorFunc(s.validatePolicy),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("policy validating webhook: %w", err)
-	}
+	validatePods := objectValidator{s: s, id: "validate-pods", decode: decodePod, validate: s.validatePod}
+	validatePolicies := objectValidator{s: s, id: "validate-policies", decode: decodeUnstructured, validate: s.validatePolicy}
 	mux := http.NewServeMux()
 	for path, wh := range map[string]any{PathMutatePods: mutate, PathValidatePods: validatePods, PathValidatePolicies: validatePolicies} {
 		h, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{Webhook: wh.(interface {
@@ -186,10 +176,12 @@ func (m podMutator) Review(ctx context.Context, ar model.AdmissionReview) (res m
 	s := m.s
 	result := "error"
 	defer func() { s.Metrics.Decision("mutate-pods", string(ar.Operation), result) }()
-	pod := &corev1.Pod{}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(ar.NewObjectRaw, pod); err != nil {
-		return nil, fmt.Errorf("decode pod: %w", err)
+	obj, err := decodePod(ar.NewObjectRaw)
+	if err != nil {
+		result = "denied"
+		return &model.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: "podarmor: " + err.Error()}, nil
 	}
+	pod := obj.(*corev1.Pod)
 	req, err := s.request(ctx, &ar, pod)
 	if err != nil {
 		return nil, err
@@ -224,6 +216,56 @@ func (m podMutator) Review(ctx context.Context, ar model.AdmissionReview) (res m
 		return nil, fmt.Errorf("encode patch: %w", err)
 	}
 	return &model.MutatingAdmissionResponse{ID: ar.ID, JSONPatchPatch: patch, Warnings: plan.Warnings}, nil
+}
+
+// objectValidator is a validating webhook that decodes the review's object itself:
+// kubewebhook's validating webhook fails the review (HTTP 500) when the object does not
+// decode, where a refusal that says what is wrong with it is the answer.
+type objectValidator struct {
+	s        *server
+	id       string
+	decode   func(raw []byte) (metav1.Object, error)
+	validate validating.ValidatorFunc
+}
+
+func (v objectValidator) ID() string            { return v.id }
+func (objectValidator) Kind() model.WebhookKind { return model.WebhookKindValidating }
+
+// Review decodes the object (the old one on delete, when the new one is gone), refuses it
+// when it does not decode, and otherwise answers what validate says.
+func (v objectValidator) Review(ctx context.Context, ar model.AdmissionReview) (model.AdmissionResponse, error) {
+	raw := ar.NewObjectRaw
+	if ar.Operation == model.OperationDelete {
+		raw = ar.OldObjectRaw
+	}
+	obj, err := v.decode(raw)
+	if err != nil {
+		v.s.Metrics.Decision(v.id, string(ar.Operation), "denied")
+		return &model.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: "podarmor: " + err.Error()}, nil
+	}
+	res, err := v.validate(ctx, &ar, obj)
+	if err != nil {
+		return nil, err
+	}
+	return &model.ValidatingAdmissionResponse{ID: ar.ID, Allowed: res.Valid, Message: res.Message, Warnings: res.Warnings}, nil
+}
+
+// decodePod decodes a review's object as a pod, as the API server encodes it.
+func decodePod(raw []byte) (metav1.Object, error) {
+	pod := &corev1.Pod{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
+		return nil, fmt.Errorf("the review's object is not a pod: %w", err)
+	}
+	return pod, nil
+}
+
+// decodeUnstructured decodes a review's object as any Kubernetes object.
+func decodeUnstructured(raw []byte) (metav1.Object, error) {
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(raw); err != nil {
+		return nil, fmt.Errorf("the review's object is not a Kubernetes object: %w", err)
+	}
+	return u, nil
 }
 
 // record counts a plan's outcomes and reports a conflict between policies.

@@ -333,3 +333,31 @@ func TestPolicyRefusalComesFromTheMutatingWebhook(t *testing.T) {
 		t.Errorf("decisions %v", m.decisions)
 	}
 }
+
+func TestObjectThatDoesNotDecodeIsRefused(t *testing.T) {
+	h, _ := testServer(t)
+	tests := map[string]struct {
+		path, object, want string
+	}{
+		"a number as the pod":                 {PathMutatePods, `5`, "the review's object is not a pod"},
+		"no object at all":                    {PathValidatePods, ``, "the review's object is not a pod"},
+		"a pod whose containers are a string": {PathValidatePods, `{"spec":{"containers":"x"}}`, "the review's object is not a pod"},
+		"an object without a kind":            {PathValidatePolicies, `{"spec":{}}`, "the review's object is not a Kubernetes object"},
+		"a pod sent to the policy webhook":    {PathValidatePolicies, `{"apiVersion":"v1","kind":"Pod"}`, `kind "Pod" is not a podarmor policy`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			body := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"CREATE","namespace":"shop"`
+			if tc.object != "" {
+				body += `,"object":` + tc.object
+			}
+			code, resp := post(t, h, tc.path, []byte(body+"}}"))
+			if code != http.StatusOK || resp.Response == nil || resp.Response.Allowed || resp.Response.UID != "u" {
+				t.Fatalf("status %d, answer %+v; want a refusal of request u", code, resp.Response)
+			}
+			if msg := resp.Response.Result.Message; !strings.Contains(msg, tc.want) {
+				t.Errorf("refusal %q does not say %q", msg, tc.want)
+			}
+		})
+	}
+}
