@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -31,14 +30,13 @@ type Event struct {
 	Address netip.AddrPort
 }
 
-// DecodeEvent decodes one ring buffer record.
+// DecodeEvent decodes one ring buffer record (tables.DecodeEvent).
 func DecodeEvent(raw []byte) (tables.Event, error) {
-	var ev tables.Event
-	if len(raw) < binary.Size(ev) {
-		return ev, fmt.Errorf("bpf: event of %d bytes, want %d", len(raw), binary.Size(ev))
+	ev, err := tables.DecodeEvent(raw)
+	if err != nil {
+		return ev, fmt.Errorf("bpf: %w", err)
 	}
-	err := binary.Read(bytes.NewReader(raw), binary.LittleEndian, &ev)
-	return ev, err
+	return ev, nil
 }
 
 // Events streams the deny and audit events until ctx ends.
@@ -79,15 +77,8 @@ func (e *Enforcer) describe(te tables.Event) Event {
 		}
 	}
 	e.mu.Unlock()
-	if n := bytes.IndexByte(te.Path[:], 0); n >= 0 {
-		ev.PathText = string(te.Path[:n])
-	}
-	switch te.Family {
-	case 2:
-		ev.Address = netip.AddrPortFrom(netip.AddrFrom4([4]byte(te.Addr[:4])), te.Port)
-	case 10:
-		ev.Address = netip.AddrPortFrom(netip.AddrFrom16(te.Addr), te.Port)
-	}
+	ev.PathText = te.PathText()
+	ev.Address = te.Address()
 	return ev
 }
 
