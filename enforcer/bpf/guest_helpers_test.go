@@ -86,8 +86,15 @@ func waitEvent(t *testing.T, what string, match func(Event) bool) Event {
 // load loads the enforcer into a fresh pin directory and unloads it at the end of the test.
 func load(t *testing.T) *Enforcer {
 	t.Helper()
+	return loadWith(t, Options{})
+}
+
+// loadWith is load with options; their PinDir is set to the fresh directory.
+func loadWith(t *testing.T, opts Options) *Enforcer {
+	t.Helper()
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("podarmor-test-%d", pins.Add(1)))
-	e, err := Load(Options{PinDir: dir})
+	opts.PinDir = dir
+	e, err := Load(opts)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
