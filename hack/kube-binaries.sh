@@ -6,6 +6,13 @@
 #   bin="$(hack/kube-binaries.sh v1.37.2)"
 #   "$bin/kube-apiserver" --version
 #
+# With --cluster it also builds what a cluster with a node needs, into the same
+# directory: kube-scheduler, kube-controller-manager, kubelet and kube-proxy (the local
+# cluster's VM node runs the last two). Without it they are neither built nor required,
+# so the e2e tests, which need only an API server, do not wait for them.
+#
+#   bin="$(hack/kube-binaries.sh --cluster v1.37.2)"
+#
 # Release binaries cannot be downloaded here; only the Go module proxy is reachable. So
 # the binaries are built from source modules:
 #   - kube-apiserver and kubectl from k8s.io/kubernetes at exactly VERSION, in a scratch
@@ -34,10 +41,15 @@ etcd_default=v3.6.16
 log() { echo "kube-binaries: $*" >&2; }
 
 usage() {
-	echo "usage: $0 VERSION   (a Kubernetes release such as v1.37.2)" >&2
+	echo "usage: $0 [--cluster] VERSION   (a Kubernetes release such as v1.37.2)" >&2
 	exit 2
 }
 
+cluster=false
+if [[ "${1:-}" == --cluster ]]; then
+	cluster=true
+	shift
+fi
 (($# == 1)) || usage
 version="$1"
 [[ "$version" =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || usage
@@ -60,10 +72,20 @@ etcd_bin="$etcd_dir/etcd"
 # binaries run anywhere, and no VCS stamping of the scratch module.
 export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 
+# The binaries --cluster adds; each is renamed into bin/ once built.
+cluster_binaries=(kube-scheduler kube-controller-manager kubelet kube-proxy)
+
 # kube-apiserver, kubectl and etcd of this version are complete once bin/ exists (it is
-# renamed into place) and its etcd is the pinned one.
+# renamed into place) and its etcd is the pinned one; with --cluster, once the cluster
+# binaries are there too.
 complete() {
-	[[ -x "$bin/kube-apiserver" && -x "$bin/kubectl" && "$bin/etcd" -ef "$etcd_bin" ]]
+	[[ -x "$bin/kube-apiserver" && -x "$bin/kubectl" && "$bin/etcd" -ef "$etcd_bin" ]] || return 1
+	if $cluster; then
+		local b
+		for b in "${cluster_binaries[@]}"; do
+			[[ -x "$bin/$b" ]] || return 1
+		done
+	fi
 }
 
 if complete; then
@@ -119,6 +141,14 @@ staging_repos() {
 	sed -nE 's#^[[:space:]]*(replace[[:space:]]+)?(k8s\.io/[^[:space:]]+)[[:space:]]+=>[[:space:]]+\./staging/.*#\2#p' "$gomod" | sort -u
 }
 
+pkg=k8s.io/kubernetes/cmd
+ldflags=""
+# Both packages carry the version: component-base for the servers and newer kubectl,
+# client-go for older kubectl. -X of a package that is not linked is ignored.
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	ldflags+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+done
+
 build_kube() {
 	local src="$dir/src" tmp="$dir/bin.tmp" start repos=() args=()
 	log "building kube-apiserver and kubectl $version into $bin"
@@ -133,13 +163,6 @@ build_kube() {
 		args+=("-replace=$r=$r@$staging_version")
 	done
 
-	local pkg=k8s.io/kubernetes/cmd
-	local v=k8s.io/component-base/version c=k8s.io/client-go/pkg/version ldflags=""
-	# Both packages carry the version: component-base for the servers and newer kubectl,
-	# client-go for older kubectl. -X of a package that is not linked is ignored.
-	for p in "$v" "$c"; do
-		ldflags+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-	done
 	(
 		cd "$src"
 		go mod edit "-require=k8s.io/kubernetes@$version" "${args[@]}"
@@ -167,6 +190,30 @@ build_kube() {
 	mv -T "$tmp" "$bin"
 }
 
+# Builds the cluster binaries that bin/ lacks, in the scratch module build_kube left
+# (its go.mod already requires this version with the staging replaces), each to a
+# temporary name renamed into bin/ once it reports the right version.
+build_cluster() {
+	local src="$dir/src" b start got
+	for b in "${cluster_binaries[@]}"; do
+		[[ -x "$bin/$b" ]] && continue
+		log "building $b $version into $bin"
+		start=$SECONDS
+		(
+			cd "$src"
+			go get "$pkg/$b@$version"
+			go build -trimpath -ldflags "$ldflags" -o "$bin/$b.tmp" "$pkg/$b"
+		) >&2
+		got="$("$bin/$b.tmp" --version)"
+		[[ "$got" == "Kubernetes $version" ]] || {
+			log "$b --version says \"$got\", want \"Kubernetes $version\""
+			return 1
+		}
+		mv -f "$bin/$b.tmp" "$bin/$b"
+		log "built $b $version in $(took "$start")"
+	done
+}
+
 # Points $bin/etcd at the pinned etcd (after PODARMOR_ETCD_VERSION changed) without
 # rebuilding the rest: link beside it, then rename over it.
 relink_etcd() {
@@ -185,11 +232,14 @@ exec {lock}>"$dir/lock"
 flock "$lock"
 if ! complete; then
 	if [[ -x "$bin/kube-apiserver" && -x "$bin/kubectl" ]]; then
-		relink_etcd
+		[[ "$bin/etcd" -ef "$etcd_bin" ]] || relink_etcd
 	else
 		build_kube
-		log "done in $(took "$start")"
 	fi
+	if $cluster; then
+		build_cluster
+	fi
+	log "done in $(took "$start")"
 else
 	log "up to date: $bin"
 fi
