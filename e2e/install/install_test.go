@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podarmor/podarmor/deploy/helm"
@@ -587,3 +588,142 @@ func (a *api) do(ctx context.Context, method string, o object) error {
 	}
 	return nil
 }
+
+// TestHelmInstallUpgradeUninstall runs the real helm against the control plane: install
+// (the default policy, a pre-install hook, is created before the webhook configurations
+// whose policy validation no webhook replica could answer yet), the webhook writing its
+// caBundle, an upgrade that keeps the caBundle and does not touch the default policy,
+// and an uninstall after which no webhook configuration blocks pod creation.
+func TestHelmInstallUpgradeUninstall(t *testing.T) {
+	for _, version := range framework.Versions(t) {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			cp := framework.StartControlPlane(t, framework.Options{Version: version})
+			removePodarmorCRDs(t, cp)
+			home := t.TempDir()
+			helmCmd := func(args ...string) string {
+				t.Helper()
+				cmd := exec.CommandContext(t.Context(), helmBinary(t), append(args,
+					"--kubeconfig", cp.Kubeconfig, "--namespace", helm.Namespace)...)
+				cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+				}
+				return string(out)
+			}
+			chart := filepath.Join(repoRoot(t), helm.ChartDir)
+			t.Log(helmCmd("install", helm.ReleaseName, chart, "--create-namespace"))
+
+			// The default policy is what deploy/policies/default.yaml says.
+			policy := &v1alpha1.ClusterArmorPolicy{}
+			if err := cp.Client.Get(t.Context(), clientKey("default"), policy); err != nil {
+				t.Fatalf("the default policy after helm install: %v", err)
+			}
+			if policy.Spec.Mode != v1alpha1.ModeRuntimeDefault || len(policy.Spec.Enforcers) != 3 {
+				t.Errorf("the default policy's spec %+v, want deploy/policies/default.yaml's", policy.Spec)
+			}
+
+			var args []string
+			for _, doc := range render(t, version, nil, nil) {
+				o := parse(t, doc)
+				if o.u.GetKind() == "Deployment" {
+					var d struct {
+						Spec struct{ Template struct{ Spec corev1.PodSpec } }
+					}
+					mustUnmarshal(t, o.data, &d)
+					args = d.Spec.Template.Spec.Containers[0].Args
+				}
+			}
+			w := startWebhook(t, cp, args)
+			admission := cp.Clientset.AdmissionregistrationV1()
+			bundles := func(ctx context.Context) ([][]byte, error) {
+				var out [][]byte
+				m, err := admission.MutatingWebhookConfigurations().Get(ctx, "podarmor", metav1.GetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				for _, h := range m.Webhooks {
+					out = append(out, h.ClientConfig.CABundle)
+				}
+				v, err := admission.ValidatingWebhookConfigurations().Get(ctx, "podarmor", metav1.GetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				for _, h := range v.Webhooks {
+					out = append(out, h.ClientConfig.CABundle)
+				}
+				return out, nil
+			}
+			var before [][]byte
+			framework.WaitFor(t, time.Minute, "the webhook's caBundle in both configurations", func(ctx context.Context) (bool, error) {
+				b, err := bundles(ctx)
+				if err != nil {
+					return false, err
+				}
+				for _, x := range b {
+					if len(x) == 0 {
+						return false, nil
+					}
+				}
+				before = b
+				return true, nil
+			})
+			w.waitReady(t)
+
+			// An upgrade leaves the default policy (the cluster admin's after the first
+			// install) and the caBundle as they are. (Editing the policy here would go
+			// through the policy webhook, which the API server cannot reach: no node
+			// runs its pods.)
+			policyGeneration := policy.Generation
+			t.Log(helmCmd("upgrade", helm.ReleaseName, chart, "--set", "webhook.logLevel=debug", "--set", "webhook.timeoutSeconds=7"))
+			after, err := bundles(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(after, before) {
+				t.Error("helm upgrade changed or dropped the webhook's caBundle")
+			}
+			m, err := admission.MutatingWebhookConfigurations().Get(t.Context(), "podarmor", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *m.Webhooks[0].TimeoutSeconds != 7 {
+				t.Errorf("after the upgrade, timeoutSeconds %d, want 7", *m.Webhooks[0].TimeoutSeconds)
+			}
+			if err := cp.Client.Get(t.Context(), clientKey("default"), policy); err != nil {
+				t.Fatal(err)
+			}
+			// (Its status changes: the webhook's leader writes it.)
+			if policy.Generation != policyGeneration {
+				t.Errorf("helm upgrade wrote the default policy (generation %d, was %d)", policy.Generation, policyGeneration)
+			}
+
+			t.Log(helmCmd("uninstall", helm.ReleaseName, "--wait"))
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				if _, err := admission.MutatingWebhookConfigurations().Get(t.Context(), "podarmor", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+					t.Fatalf("MutatingWebhookConfiguration podarmor after helm uninstall: %v", err)
+				}
+				if _, err := admission.ValidatingWebhookConfigurations().Get(t.Context(), "podarmor", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+					t.Fatalf("ValidatingWebhookConfiguration podarmor after helm uninstall: %v", err)
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			w.stop(t)
+			ns := cp.CreateNamespace(t, map[string]string{v1alpha1.LabelEnable: "true"})
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "after-uninstall", Namespace: ns.Name},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+			}
+			if _, err := cp.Clientset.CoreV1().Pods(ns.Name).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+				t.Errorf("create a pod in an opted-in namespace after helm uninstall: %v", err)
+			}
+			if err := cp.Client.Get(t.Context(), clientKey("default"), policy); err != nil {
+				t.Errorf("the default policy after helm uninstall: %v", err)
+			}
+		})
+	}
+}
+
+func clientKey(name string) client.ObjectKey { return client.ObjectKey{Name: name} }
