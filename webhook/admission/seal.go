@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 )
@@ -108,10 +109,15 @@ func appArmorFields(p *corev1.AppArmorProfile) (typ, localhost string) {
 
 // seal writes the pod's seal, or removes a seal the pod cannot carry (or that a client
 // wrote itself), so that only a pod as podarmor confined it skips the full check.
+// The seal grows with the containers (a pod of 2,000 containers with 63-byte names has
+// a seal of 200 KiB), and is only a shortcut: a pod whose annotations it would push over
+// the API server's limit goes without, and gets the full check.
 func seal(pod *corev1.Pod) {
 	if s, ok := Seal(pod); ok {
 		setAnnotation(pod, AnnotationSeal, s)
-		return
+		if apivalidation.ValidateAnnotationsSize(pod.Annotations) == nil {
+			return
+		}
 	}
 	unseal(pod)
 }

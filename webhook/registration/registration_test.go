@@ -2,6 +2,8 @@ package registration
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -285,5 +287,27 @@ func TestMatchConditionCost(t *testing.T) {
 	}
 	if !call(t, p, "") { // unsealed containers: called, and within the cost budget (Match fails otherwise)
 		t.Error("a pod with containers added after podarmor skipped the webhook")
+	}
+}
+
+// TestMatchConditionCostHundredsOfContainers evaluates the matchCondition on a pod of
+// 300 init containers and 300 containers with names of 63 bytes, sealed, then with one
+// profile changed: both within the API server's CEL cost budget (Match fails otherwise).
+func TestMatchConditionCostHundredsOfContainers(t *testing.T) {
+	call := notSealed(t, environment.DefaultCompatibilityVersion())
+	p := newPod()
+	p.Spec.InitContainers, p.Spec.Containers = nil, nil
+	for i := range 300 {
+		name := fmt.Sprintf("%s-%03d", strings.Repeat("x", 59), i)
+		p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: "i" + name[1:], Image: "busybox"})
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c" + name[1:], Image: "busybox"})
+	}
+	p = mutated(t, true, v1alpha1.ModeEnhanceProtect, nil, p)
+	if call(t, p, "") {
+		t.Error("a sealed pod of 600 containers was sent to the webhook")
+	}
+	p.Spec.Containers[299].SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+	if !call(t, p, "") {
+		t.Error("a pod whose last container lost its profile skipped the webhook")
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/slok/kubewebhook/v2/pkg/webhook/validating"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -203,6 +204,12 @@ func (m podMutator) Review(ctx context.Context, ar model.AdmissionReview) (res m
 	before := pod.DeepCopy()
 	if err := admission.Apply(pod, plan, req.AppArmorField, req.EphemeralOnly); err != nil {
 		return nil, err
+	}
+	// The API server would refuse the pod for it, with a message that does not say why.
+	if err := apivalidation.ValidateAnnotationsSize(pod.Annotations); err != nil {
+		result = "denied"
+		return &model.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Warnings: plan.Warnings,
+			Message: fmt.Sprintf("podarmor cannot confine this pod: metadata.annotations: with the profiles of its %d containers, %v", len(pod.Spec.InitContainers)+len(pod.Spec.Containers)+len(pod.Spec.EphemeralContainers), err)}, nil
 	}
 	ops := podPatch(before, pod)
 	result = "mutated"
