@@ -123,7 +123,7 @@ func templatize(y string) (string, error) {
 	replacements := []struct{ old, new string }{
 		{"  labels:\n    app.kubernetes.io/name: podarmor\n",
 			"  labels:\n    app.kubernetes.io/name: podarmor\n    {{- include \"podarmor.labels\" . | nindent 4 }}\n" +
-				"  {{- include \"podarmor.webhookConfigurationAnnotations\" . | nindent 2 }}\n"},
+				"  {{- with include \"podarmor.webhookConfigurationAnnotations\" . }}\n  {{- . | nindent 2 }}\n  {{- end }}\n"},
 		{"  name: " + nameMark + "\n", "  name: {{ include \"podarmor.webhookConfigurationName\" . }}\n"},
 		{"namespace: " + namespaceMark + "\n", "namespace: {{ .Release.Namespace }}\n"},
 		{"- " + namespaceMark + "\n", "- {{ .Release.Namespace }}\n"},
