@@ -32,11 +32,18 @@ group_vm() {
 	printf '%s\n' qemu-system-x86 busybox-static cpio runc apparmor xz-utils zstd
 }
 
+# node: building the Kubernetes node VM's disk image (hack/node-image.sh: debootstrap,
+# mkfs.ext4 -d) and its per-cluster copy-on-write overlay (qemu-img).
+group_node() {
+	printf '%s\n' debootstrap e2fsprogs qemu-utils
+}
+
 # verify_GROUP, where defined, checks that the group's tools run, whether they
 # were just installed or already there.
 verify_base() { runs apparmor_parser --version; }
 verify_bpf() { runs clang --version && runs bpftool version; }
 verify_vm() { runs qemu-system-x86_64 --version && runs busybox true && runs runc --version; }
+verify_node() { runs debootstrap --version && runs qemu-img --version && runs mkfs.ext4 -V; }
 
 log() { echo "deps: $*" >&2; }
 

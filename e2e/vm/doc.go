@@ -93,6 +93,18 @@
 // verify it against a name it does (a kubeconfig's tls-server-name, e.g. "localhost"
 // for e2e/framework's kube-apiserver).
 //
+// # Long-running machines
+//
+// [StartMachine] boots a disk image with the image's own kernel and initramfs instead
+// (the local cluster's node, e2e/node, docs/local-cluster.md) and returns while it runs:
+// a qcow2 or raw root disk on virtio, the console appended to a file, host directories
+// shared over 9p (MachineConfig.Shares), Forwards as above, HostForwards from ports of
+// the host's loopback to ports of the guest (QEMU's hostfwd, which restrict=on allows),
+// and QEMU's monitor on a unix socket, through which [Machine.Shutdown] presses the
+// guest's power button before it kills QEMU after a timeout. Its vCPUs share one TCG
+// thread (see Config.CPUs). [ServeRelay] relays a listener, e.g. a unix socket, to a
+// host forward's port.
+//
 // # How it is fast and exact
 //
 //   - hack/vm-kernels.sh fetches each kernel package once and takes the kernel's ELF

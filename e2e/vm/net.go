@@ -142,7 +142,17 @@ func netFiles(kernel string) ([]File, error) {
 // nothing listens), and carries every guest connection to that rule over the one
 // connection, which fits no client that reconnects or opens two.
 func netArgs(fwds []Forward, busybox string, relayPorts []int) []string {
+	return netArgsWith(fwds, nil, busybox, relayPorts)
+}
+
+// netArgsWith is netArgs with hostfwd rules besides (a Machine's HostForwards): a
+// connection to a port on the host's loopback reaches a port of the guest, which
+// restrict=on allows, since the host opens it.
+func netArgsWith(fwds []Forward, hostFwds []HostForward, busybox string, relayPorts []int) []string {
 	netdev := []string{"user", "id=net0", "restrict=on", "ipv6=off"}
+	for _, h := range hostFwds {
+		netdev = append(netdev, fmt.Sprintf("hostfwd=tcp:%s-:%d", h.Host, h.GuestPort))
+	}
 	for i, f := range fwds {
 		// libslirp splits the command into words as a shell would (no shell runs it);
 		// QEMU's option syntax takes ",," for a comma.
@@ -169,6 +179,17 @@ type relay struct {
 	conns  map[net.Conn]bool
 	closed bool
 	wg     sync.WaitGroup
+}
+
+// ServeRelay relays every connection accepted on ln to the TCP address host, as a
+// forward's relay does, until the returned function is called, which closes ln, ends the
+// open connections and waits for them. note receives a line for each connection that
+// could not be relayed. A node VM's runner uses it to offer the guest's proxy port (a
+// HostForward) on a unix socket.
+func ServeRelay(ln net.Listener, host string, note func(string)) (stop func()) {
+	r := &relay{fwd: Forward{GuestAddr: ln.Addr().String(), Host: host}, ln: ln, note: note, conns: map[net.Conn]bool{}}
+	r.wg.Go(r.serve)
+	return r.close
 }
 
 // startRelays starts a relay for each forward on a free port of 127.0.0.1. note
