@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -39,6 +40,7 @@ func ClusterArmorPolicy(p *v1alpha1.ClusterArmorPolicy, o compile.Options) Resul
 	errs = append(errs, target(p.Spec.Target, spec.Child("target"))...)
 	errs = append(errs, metav1validation.ValidateLabelSelector(&p.Spec.NamespaceSelector,
 		metav1validation.LabelSelectorValidationOptions{}, spec.Child("namespaceSelector"))...)
+	errs = append(errs, selectorSize(&p.Spec.NamespaceSelector, spec.Child("namespaceSelector"))...)
 	if p.Spec.Priority < -1000 || p.Spec.Priority > 1000 {
 		errs = append(errs, field.Invalid(spec.Child("priority"), p.Spec.Priority, "must be from -1000 to 1000"))
 	}
@@ -68,6 +70,7 @@ func objectMeta(name, namespace string, namespaced bool) field.ErrorList {
 func target(t v1alpha1.Target, path *field.Path) field.ErrorList {
 	errs := metav1validation.ValidateLabelSelector(&t.Selector,
 		metav1validation.LabelSelectorValidationOptions{}, path.Child("selector"))
+	errs = append(errs, selectorSize(&t.Selector, path.Child("selector"))...)
 	seen := map[string]bool{}
 	for i, c := range t.Containers {
 		p := path.Child("containers").Index(i)
@@ -116,4 +119,22 @@ func finish(p compile.Policy, o compile.Options, errs field.ErrorList) Result {
 			id, strings.Join(missing[id], ", ")))
 	}
 	return Result{Warnings: warnings, Compiled: res}
+}
+
+// selectorSize checks the limits the CRD's CEL rules put on a label selector: the webhook
+// evaluates selectors for every pod, so their size is bounded like every list of a policy.
+func selectorSize(sel *metav1.LabelSelector, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if n := len(sel.MatchLabels); n > v1alpha1.MaxSelectorLabels {
+		errs = append(errs, field.TooMany(path.Child("matchLabels"), n, v1alpha1.MaxSelectorLabels))
+	}
+	if n := len(sel.MatchExpressions); n > v1alpha1.MaxSelectorExpressions {
+		errs = append(errs, field.TooMany(path.Child("matchExpressions"), n, v1alpha1.MaxSelectorExpressions))
+	}
+	for i, e := range sel.MatchExpressions {
+		if n := len(e.Values); n > v1alpha1.MaxSelectorValues {
+			errs = append(errs, field.TooMany(path.Child("matchExpressions").Index(i).Child("values"), n, v1alpha1.MaxSelectorValues))
+		}
+	}
+	return errs
 }

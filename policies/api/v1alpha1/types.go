@@ -213,7 +213,9 @@ type ClusterArmorPolicySpec struct {
 	Priority int32 `json:"priority,omitempty"`
 }
 
-// Target selects pods and containers.
+// Target selects pods and containers. The webhook evaluates the selector for every pod
+// of the namespace, so its size is bounded (MaxSelectorLabels, MaxSelectorExpressions,
+// MaxSelectorValues) like every other list of a policy.
 type Target struct {
 	// Selector selects pods by their labels; an empty selector ({}) selects every pod in
 	// the policy's scope.
@@ -228,6 +230,15 @@ type Target struct {
 	// +optional
 	Containers []string `json:"containers,omitempty"`
 }
+
+// The size limits of a label selector (Target.Selector, and a ClusterArmorPolicy's
+// namespaceSelector). policies/validation enforces them (the policy webhook and the CLI);
+// the CRD's schema does not yet.
+const (
+	MaxSelectorLabels      = 64
+	MaxSelectorExpressions = 64
+	MaxSelectorValues      = 256
+)
 
 // BuiltinRule turns on one rule of the built-in catalog.
 type BuiltinRule struct {
