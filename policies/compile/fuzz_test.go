@@ -245,3 +245,61 @@ func readCorpusBytes(t *testing.T, file string) []byte {
 	t.Fatalf("%s: no []byte value", file)
 	return nil
 }
+
+// TestControlAndNonUTF8Paths compiles path patterns holding control characters and
+// bytes that are not UTF-8, which no YAML or JSON document can carry but a Go caller
+// (and a path on disk) can: each either fails naming its field or gives profiles
+// apparmor_parser accepts.
+func TestControlAndNonUTF8Paths(t *testing.T) {
+	parser, err := exec.LookPath("apparmor_parser")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("apparmor_parser is missing (hack/deps.sh installs it): %v", err)
+		}
+		t.Skip("apparmor_parser is not installed; hack/deps.sh installs it")
+	}
+	opts := testOptions(t)
+	for name, path := range map[string]string{
+		"invalid UTF-8":             "/bin/\xff\xfe\xc3",
+		"control characters":        "/tmp/\x01\x1b\\[31m\x7f/x",
+		"a newline and a tab":       "/etc/a\nb/c\td",
+		"quotes and AppArmor bytes": "/a\"b/@\\{x\\}/#c,d",
+		"a NUL":                     "/a\x00b",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := compile.Policy{Kind: compile.KindArmorPolicy, Namespace: "shop", Name: "bytes", Spec: v1alpha1.ArmorPolicySpec{
+				Enforcers: v1alpha1.Enforcers, Mode: v1alpha1.ModeEnhanceProtect,
+				CustomRules: &v1alpha1.CustomRules{
+					Files: []v1alpha1.FileRule{{Paths: []string{path}, Permissions: []v1alpha1.FilePermission{v1alpha1.FileRead}}},
+					Exec:  []v1alpha1.ExecRule{{Paths: []string{path}}},
+				},
+			}}
+			res, errs := compile.Compile(p, opts)
+			if len(errs) > 0 {
+				for _, e := range errs {
+					if !strings.HasPrefix(e.Field, "spec.customRules.") || !strings.Contains(e.Field, ".paths[0]") {
+						t.Errorf("error %v does not name the path's field", e)
+					}
+				}
+				t.Logf("refused: %v", errs[0])
+				return
+			}
+			for _, prof := range res.Profiles {
+				if prof.Enforcer != v1alpha1.EnforcerAppArmor {
+					continue
+				}
+				file := filepath.Join(t.TempDir(), "profile")
+				if err := os.WriteFile(file, prof.Content, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args := []string{"-Q", "-K"}
+				if _, err := os.Stat("/usr/share/apparmor-features/features"); err == nil {
+					args = append(args, "-M", "/usr/share/apparmor-features/features")
+				}
+				if out, err := exec.Command(parser, append(args, file)...).CombinedOutput(); err != nil {
+					t.Errorf("apparmor_parser rejects the profile: %v\n%s\nprofile:\n%s", err, out, prof.Content)
+				}
+			}
+		})
+	}
+}
