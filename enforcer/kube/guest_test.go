@@ -57,14 +57,46 @@ type agentHarness struct {
 	done     chan error
 }
 
-// policyObject is the ArmorPolicy "web": its file rule (BPF's) denies reading paths; the
-// built-in rules change the AppArmor profile too.
+// policyObject is the ArmorPolicy "web": its file rule (BPF's) denies reading paths, its
+// exec rule audits running auditedExec; the built-in rules change the AppArmor profile
+// too.
 func policyObject(tb testing.TB, ns, enforcers, builtin string, paths ...string) *unstructured.Unstructured {
 	return mustUnstructured(tb, fmt.Sprintf(`{"apiVersion":"podarmor.io/v1alpha1","kind":"ArmorPolicy",
 		"metadata":{"name":"web","namespace":%q},
 		"spec":{"target":{"selector":{}},"enforcers":[%s],"mode":"EnhanceProtect","builtinRules":[%s],
-		"customRules":{"files":[{"name":"no-secret","paths":[%s],"permissions":["read"]}]}}}`,
-		ns, enforcers, builtin, `"`+strings.Join(paths, `","`)+`"`))
+		"customRules":{"files":[{"name":"no-secret","paths":[%s],"permissions":["read"]}],
+		"exec":[{"name":"audit-exec","action":"Audit","paths":[%q]}]}}}`,
+		ns, enforcers, builtin, `"`+strings.Join(paths, `","`)+`"`, auditedExec))
+}
+
+// auditedExec is a copy of busybox (as "true") whose runs the policy audits.
+const auditedExec = "/audited/true"
+
+// installAuditedExec puts auditedExec in place.
+func installAuditedExec(tb testing.TB) {
+	tb.Helper()
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	data, err := os.ReadFile(busybox)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(auditedExec), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(auditedExec, data, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// mustRun runs file in pid's mount namespace; it must succeed.
+func mustRun(tb testing.TB, pid int, file string) {
+	tb.Helper()
+	if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", file).CombinedOutput(); err != nil {
+		tb.Fatalf("run %s in the container: %v: %s", file, err, out)
+	}
 }
 
 // startAgent creates the policy, starts the agent and waits until it is ready.
@@ -86,6 +118,7 @@ func startAgent(tb testing.TB, ctx context.Context, eventLog io.Writer, level sl
 	if err := os.WriteFile("/secret", []byte("s3cr3t\n"), 0o644); err != nil {
 		tb.Fatal(err)
 	}
+	installAuditedExec(tb)
 	if _, err := h.policies.Create(ctx, policyObject(tb, ns, `"BPF","AppArmor","Seccomp"`, ``, "/secret"), metav1.CreateOptions{}); err != nil {
 		tb.Fatal(err)
 	}
@@ -94,7 +127,7 @@ func startAgent(tb testing.TB, ctx context.Context, eventLog io.Writer, level sl
 	go func() {
 		h.done <- Run(ctx, Config{
 			NodeName: testNode, REST: rest, APIServer: []string{"10.96.0.1"},
-			Socket: h.socket, ReconcileInterval: time.Second, Listen: "127.0.0.1:0",
+			Socket: h.socket, ReconcileInterval: time.Second, Listen: "127.0.0.1:0", BPFStats: true,
 			Events: event.NewWriter(eventLog), PodEventBurst: 3,
 			Loaded: func(e *bpf.Enforcer) { loaded <- e },
 			Ready:  func(addr string) { ready <- addr },
@@ -215,6 +248,11 @@ func TestKubernetesMode(t *testing.T) {
 	waitFor(t, 30*time.Second, "suppressed Events", func() bool {
 		return metricValue(scrape(t, httpAddr), "podarmor_enforcer_pod_events_suppressed_total") >= 8
 	})
+	const audited = 7
+	for range audited {
+		mustRun(t, ctr.Process.Pid, auditedExec)
+	}
+	checkMetrics(t, scrape(t, httpAddr), id, 11, audited)
 
 	// A container of a pod without the label is left alone.
 	plainPod := h.createPod(t, ctx, "plain", "")
@@ -296,6 +334,66 @@ func TestKubernetesMode(t *testing.T) {
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Errorf("enforcer: %v", err)
 	}
+}
+
+// checkMetrics checks the enforcer's /metrics after the one hooked container of profile
+// id was denied its read denied times and ran auditedExec audited times: the decision
+// counters are exact; registrations, map occupancy, kernel features and profile loads
+// say what happened; the BPF programs' statistics (BPFStats) show runs.
+func checkMetrics(t *testing.T, m, id string, denied, audited int) {
+	t.Helper()
+	exact := map[string]float64{
+		fmt.Sprintf(`podarmor_enforcer_decisions_total{action="enforce",profile=%q,rule="custom/no-secret"}`, id): float64(denied),
+		fmt.Sprintf(`podarmor_enforcer_decisions_total{action="audit",profile=%q,rule="custom/audit-exec"}`, id):  float64(audited),
+		`podarmor_enforcer_registrations_total{result="ok",source="hook"}`:                                        1,
+		`podarmor_enforcer_containers_registered`:                                                                 1,
+		`podarmor_enforcer_containers_unregistered`:                                                               0,
+		`podarmor_enforcer_bpf_map_entries{map="containers"}`:                                                     1,
+		`podarmor_enforcer_bpf_map_entries{map="profile_active"}`:                                                 1,
+		`podarmor_enforcer_bpf_map_max_entries{map="containers"}`:                                                 4096,
+		`podarmor_enforcer_kernel_feature{feature="bpf_lsm"}`:                                                     1,
+		`podarmor_enforcer_kernel_feature{feature="apparmor"}`:                                                    1,
+		`podarmor_enforcer_kernel_feature{feature="seccomp"}`:                                                     1,
+		`podarmor_enforcer_kernel_feature{feature="lsm_hook/file_open"}`:                                          1,
+		`podarmor_enforcer_profile_load_errors_total{backend="bpf"}`:                                              0,
+		`podarmor_enforcer_profile_load_errors_total{backend="apparmor"}`:                                         0,
+		`podarmor_enforcer_profile_load_errors_total{backend="seccomp"}`:                                          0,
+		`podarmor_enforcer_profile_load_duration_seconds_count{backend="bpf"}`:                                    1,
+		`podarmor_enforcer_profile_load_duration_seconds_count{backend="apparmor"}`:                               1,
+		`podarmor_enforcer_profile_load_duration_seconds_count{backend="seccomp"}`:                                1,
+		`podarmor_enforcer_profile_compile_errors_total{backend="bpf"}`:                                           0,
+	}
+	for series, want := range exact {
+		if got := metricValue(m, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	for _, series := range []string{
+		`podarmor_enforcer_bpf_program_runs_total{hook="file_open",`,
+		`podarmor_enforcer_bpf_program_run_seconds_total{hook="file_open",`,
+		`podarmor_enforcer_bpf_program_runs_total{hook="bprm_check_security",`,
+		`podarmor_enforcer_profile_compile_duration_seconds_count{backend="bpf"}`,
+	} {
+		if v := firstValue(m, series); v <= 0 {
+			t.Errorf("%s...: %v, want more than 0", series, v)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", grep(m, "podarmor_enforcer_"))
+	}
+}
+
+// firstValue is the value of the first series that starts with prefix, -1 when none does.
+func firstValue(scrape, prefix string) float64 {
+	for _, line := range strings.Split(scrape, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			var f float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &f); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // startContainer starts a process in a new mount namespace, in the cgroup the kubelet
@@ -406,7 +504,8 @@ func scrape(t testing.TB, addr string) string {
 	return string(data)
 }
 
-// metricValue is the value of an unlabelled metric in a scrape, -1 when it is missing.
+// metricValue is the value of a series (a metric's name, with its labels in the order
+// of the text format, sorted) in a scrape, -1 when it is missing.
 func metricValue(scrape, name string) float64 {
 	for _, line := range strings.Split(scrape, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
