@@ -41,6 +41,10 @@ const (
 	// ReleaseName and Namespace are what the manifest is rendered for.
 	ReleaseName = "podarmor"
 	Namespace   = "podarmor-system"
+	// ManifestKubeVersion is the Kubernetes version the manifest is rendered for: the
+	// oldest it supports (AppArmor as a field, ValidatingAdmissionPolicy v1), named so
+	// that the output does not depend on the helm build's default.
+	ManifestKubeVersion = "v1.30.0"
 )
 
 // Copy is a file of the chart copied from its source elsewhere in the repository.

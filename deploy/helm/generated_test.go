@@ -50,7 +50,7 @@ func TestGenerated(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rendered, err := Render(t.Context(), RenderOptions{Helm: helmBinary(t), Root: stageRoot})
+	rendered, err := Render(t.Context(), RenderOptions{Helm: helmBinary(t), Root: stageRoot, KubeVersion: ManifestKubeVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
