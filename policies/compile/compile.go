@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
@@ -103,6 +104,9 @@ func Compile(p Policy, o Options) (*Result, field.ErrorList) {
 	if err != nil {
 		return nil, field.ErrorList{field.InternalError(nil, err)}
 	}
+	if errs := names(p); len(errs) > 0 {
+		return nil, errs
+	}
 	rs, sources, errs := expand(p, o)
 	if len(errs) > 0 {
 		return nil, errs
@@ -151,4 +155,22 @@ func Compile(p Policy, o Options) (*Result, field.ErrorList) {
 		return nil, errs
 	}
 	return res, nil
+}
+
+// names checks that the policy's name and namespace make a profile id, which names the
+// AppArmor profile and the seccomp file on every node: the same check as the API
+// server's, so that a policy read from a file fails here naming the field rather than in
+// a backend.
+func names(p Policy) field.ErrorList {
+	var errs field.ErrorList
+	meta := field.NewPath("metadata")
+	for _, msg := range validation.IsDNS1123Subdomain(p.Name) {
+		errs = append(errs, field.Invalid(meta.Child("name"), p.Name, msg))
+	}
+	if p.Kind == KindArmorPolicy && p.Namespace != "" {
+		for _, msg := range validation.IsDNS1123Label(p.Namespace) {
+			errs = append(errs, field.Invalid(meta.Child("namespace"), p.Namespace, msg))
+		}
+	}
+	return errs
 }

@@ -5,6 +5,7 @@ package validation
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,7 +91,12 @@ func target(t v1alpha1.Target, path *field.Path) field.ErrorList {
 // only enforcers a node has, the rule is not enforced there.
 func finish(p compile.Policy, o compile.Options, errs field.ErrorList) Result {
 	res, cerrs := compile.Compile(p, o)
-	errs = append(errs, cerrs...)
+	metaReported := slices.ContainsFunc(errs, func(e *field.Error) bool { return strings.HasPrefix(e.Field, "metadata.") })
+	for _, e := range cerrs {
+		if !metaReported || !strings.HasPrefix(e.Field, "metadata.") { // objectMeta's check is the same
+			errs = append(errs, e)
+		}
+	}
 	if len(errs) > 0 {
 		return Result{Errors: errs}
 	}
