@@ -168,9 +168,11 @@ apt_update() {
 	}
 }
 
-# candidate prints the version of PKG that the private lists offer.
+# candidate prints the version of PKG that the private lists offer. awk reads to the end:
+# exiting early would kill apt-cache with SIGPIPE, which pipefail reports as a failure.
 candidate() {
-	apt-cache "${apt_opts[@]}" show --no-all-versions "$1" 2>/dev/null | awk '$1 == "Version:" { print $2; exit }'
+	apt-cache "${apt_opts[@]}" show --no-all-versions "$1" 2>/dev/null |
+		awk '$1 == "Version:" && v == "" { v = $2 } END { print v }'
 }
 
 # has_version succeeds if the private lists have PKG at VERSION.

@@ -1,14 +1,15 @@
 package images
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -28,26 +29,46 @@ type builtImages struct {
 // runImagesScript runs hack/images.sh and reads what it wrote besides the archives.
 func runImagesScript(t *testing.T) builtImages {
 	t.Helper()
-	repo, err := filepath.Abs("../..")
+	b, err := imagesScript()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return b
+}
+
+// imagesScript is hack/images.sh's result, shared by the tests of one run.
+var imagesScript = sync.OnceValues(runImagesScriptOnce)
+
+func runImagesScriptOnce() (builtImages, error) {
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		return builtImages{}, err
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(filepath.Join(repo, "hack/images.sh"))
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("hack/images.sh: %v\n%s", err, stderr.String())
+		return builtImages{}, fmt.Errorf("hack/images.sh: %w\n%s", err, stderr.String())
 	}
+	return readBuilt(strings.TrimSpace(stdout.String()))
+}
+
+// readBuilt reads inputs.txt and images.txt of hack/images.sh's directory.
+func readBuilt(dir string) (builtImages, error) {
 	b := builtImages{
-		dir:     strings.TrimSpace(stdout.String()),
+		dir:     dir,
 		inputs:  map[string]string{},
 		hashes:  map[string]string{},
 		digests: map[string]v1.Hash{},
 	}
-	if strings.Contains(b.dir, "\n") || !filepath.IsAbs(b.dir) {
-		t.Fatalf("hack/images.sh printed %q, want one absolute directory", stdout.String())
+	if strings.Contains(dir, "\n") || !filepath.IsAbs(dir) {
+		return b, fmt.Errorf("hack/images.sh printed %q, want one absolute directory", dir)
 	}
-	for _, line := range readLines(t, filepath.Join(b.dir, "inputs.txt")) {
+	lines, err := readLines(filepath.Join(dir, "inputs.txt"))
+	if err != nil {
+		return b, err
+	}
+	for _, line := range lines {
 		f := strings.Fields(line)
 		switch {
 		case len(f) == 2 && f[0] == "tag":
@@ -58,19 +79,22 @@ func runImagesScript(t *testing.T) builtImages {
 				b.hashes[f[1]] = f[2]
 			}
 		default:
-			t.Fatalf("inputs.txt: unexpected line %q", line)
+			return b, fmt.Errorf("inputs.txt: unexpected line %q", line)
 		}
 	}
-	for _, line := range readLines(t, filepath.Join(b.dir, "images.txt")) {
+	if lines, err = readLines(filepath.Join(dir, "images.txt")); err != nil {
+		return b, err
+	}
+	for _, line := range lines {
 		ref, digest, _ := strings.Cut(line, " ")
 		h, err := v1.NewHash(digest)
 		if err != nil {
-			t.Fatalf("images.txt: %q: %v", line, err)
+			return b, fmt.Errorf("images.txt: %q: %w", line, err)
 		}
 		name := strings.TrimPrefix(ref[:strings.LastIndex(ref, ":")], Repository+"/")
 		b.digests[name] = h
 	}
-	return b
+	return b, nil
 }
 
 // unchanged reports whether the input files still have the content the images were built
@@ -115,7 +139,9 @@ func TestTheImagesHackImagesShBuilds(t *testing.T) {
 	}
 	if !built.unchanged(t) {
 		t.Log("an input changed since hack/images.sh ran; running it again")
-		built = runImagesScript(t)
+		if built, err = runImagesScriptOnce(); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// The roots outlive the subtests that unpack them.
@@ -229,20 +255,16 @@ func interpreter(t *testing.T, file string) string {
 }
 
 // readLines returns a file's lines, without blank lines and # comments.
-func readLines(t *testing.T, file string) []string {
-	t.Helper()
-	f, err := os.Open(file)
+func readLines(file string) ([]string, error) {
+	data, err := os.ReadFile(file)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	defer f.Close()
 	var lines []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if l := strings.TrimSpace(s.Text()); l != "" && !strings.HasPrefix(l, "#") {
+	for l := range strings.Lines(string(data)) {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
 			lines = append(lines, l)
 		}
 	}
-	must(t, s.Err())
-	return lines
+	return lines, nil
 }
