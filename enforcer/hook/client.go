@@ -58,6 +58,13 @@ func (c Client) Do(ctx context.Context, req Request) (Response, error) {
 	if err := req.Validate(); err != nil {
 		return Response{}, err
 	}
+	// A request too large to send is the request's fault, not the enforcer's: it is an
+	// error, never an UnavailableError that a hook set to allow would let through. (JSON
+	// escaping can make a state that fits on stdin six times larger.)
+	msg, err := encodeMessage(req)
+	if err != nil {
+		return Response{}, fmt.Errorf("container %s: request: %w", req.ContainerID, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	unavailable := func(err error) error { return &UnavailableError{Socket: socket, Err: err} }
@@ -77,7 +84,7 @@ func (c Client) Do(ctx context.Context, req Request) (Response, error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	if err := writeMessage(conn, req); err != nil {
+	if _, err := conn.Write(msg); err != nil {
 		return Response{}, unavailable(fmt.Errorf("send request: %w", err))
 	}
 	var resp Response

@@ -45,6 +45,11 @@ func TestRunOCI(t *testing.T) {
 		"a state without a pid is an error": {
 			state: `{"ociVersion":"1.0.2","id":"c1","status":"creating"}`, handler: ok, wantErr: "has no pid",
 		},
+		"a state whose request is too large to send is refused even when the hook is set to allow": {
+			// 200,000 '<' fit on stdin; JSON escapes each as \u003c, six bytes.
+			state:   `{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":4242,"annotations":{"x":"` + strings.Repeat("<", 200000) + `"}}`,
+			handler: ok, on: Allow, wantErr: "container c1: request: message of",
+		},
 		"stdin that is no state is an error": {
 			state: `runc`, handler: ok, wantErr: "the container state on stdin",
 		},

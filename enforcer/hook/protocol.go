@@ -130,15 +130,24 @@ type Response struct {
 
 // writeMessage writes v as one line of JSON.
 func writeMessage(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
+	b, err := encodeMessage(v)
 	if err != nil {
 		return err
 	}
-	if len(b) >= MaxMessage {
-		return fmt.Errorf("message of %d bytes, more than %d", len(b), MaxMessage)
-	}
-	_, err = w.Write(append(b, '\n'))
+	_, err = w.Write(b)
 	return err
+}
+
+// encodeMessage is v as one line of JSON, refused when longer than MaxMessage.
+func encodeMessage(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) >= MaxMessage {
+		return nil, fmt.Errorf("message of %d bytes, more than %d", len(b), MaxMessage)
+	}
+	return append(b, '\n'), nil
 }
 
 // readMessage reads one line of JSON into v, refusing lines longer than MaxMessage.
