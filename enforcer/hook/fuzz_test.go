@@ -103,13 +103,19 @@ func FuzzOCIHookStdin(f *testing.F) {
 			}
 			return
 		}
-		if len(got) != 1 {
-			t.Fatalf("state %q: %d requests reached the enforcer, want 1", stdin, len(got))
-		}
 		want := Request{Version: ProtocolVersion, Op: OpRegister, ContainerID: state.ID, PID: state.Pid,
 			Status: string(state.Status), Bundle: state.Bundle, Annotations: state.Annotations}
 		if state.Status == specs.StateStopped {
 			want.Op, want.PID = OpUnregister, 0
+		}
+		if _, tooLarge := encodeMessage(want); tooLarge != nil {
+			if (err == nil && want.Op == OpRegister) || len(got) != 0 {
+				t.Fatalf("state of %d bytes whose request is too large: hook returned %v after %d requests", len(stdin), err, len(got))
+			}
+			return
+		}
+		if len(got) != 1 {
+			t.Fatalf("state %q: %d requests reached the enforcer, want 1", stdin, len(got))
 		}
 		if !sameRequest(got[0], want) {
 			t.Fatalf("state %q reached the enforcer as %+v, want %+v", stdin, got[0], want)
