@@ -140,7 +140,13 @@ func FuzzOCIHookUnprotected(f *testing.F) {
 		err := RunOCI(context.Background(), OCIConfig{Client: Client{Socket: filepath.Join(root, "none.sock")}, OnUnavailable: Allow,
 			UnprotectedDir: dir, Logger: log}, bytes.NewReader(stdin))
 		state, serr := ReadState(bytes.NewReader(stdin))
-		if (serr != nil) != (err != nil) {
+		tooLarge := false
+		if serr == nil && state.Status != specs.StateStopped {
+			_, e := encodeMessage(Request{Version: ProtocolVersion, Op: OpRegister, ContainerID: state.ID, PID: state.Pid,
+				Status: string(state.Status), Bundle: state.Bundle, Annotations: state.Annotations})
+			tooLarge = e != nil // refused, not let through
+		}
+		if (serr != nil || tooLarge) != (err != nil) {
 			t.Fatalf("stdin %q: hook error %v, state error %v", stdin, err, serr)
 		}
 		entries, rerr := os.ReadDir(root)
@@ -161,7 +167,7 @@ func FuzzOCIHookUnprotected(f *testing.F) {
 				t.Fatalf("record %s outside %s", file, dir)
 			}
 		}
-		if serr != nil || state.Status == specs.StateStopped {
+		if serr != nil || tooLarge || state.Status == specs.StateStopped {
 			if len(recs) != 0 {
 				t.Fatalf("stdin %q: records %+v for a container that was not let through", stdin, recs)
 			}
