@@ -254,6 +254,9 @@ func (v objectValidator) Review(ctx context.Context, ar model.AdmissionReview) (
 	if err != nil {
 		return nil, err
 	}
+	if res == nil {
+		return nil, fmt.Errorf("%s: no result", v.id)
+	}
 	return &model.ValidatingAdmissionResponse{ID: ar.ID, Allowed: res.Valid, Message: res.Message, Warnings: res.Warnings}, nil
 }
 
