@@ -248,24 +248,16 @@ busybox_deb="$(deb busybox-static "$busybox_version")"
 apparmor_root="$(unpack "apparmor_${apparmor_version//:/%3a}+libc6_${libc_version//:/%3a}" "$apparmor_deb" "$libc_deb")"
 busybox_root="$(unpack "busybox-static_${busybox_version//:/%3a}" "$busybox_deb")"
 
-# The binaries. go's build cache makes a second build quick; each is replaced only when
-# it changed.
+# The binaries, built in place under this script's lock (go's build cache makes that
+# quick: it only links again).
 bin="$cache/bin"
 mkdir -p "$bin"
+sha() { sha256sum <"$1" | cut -d' ' -f1; }
 gobuild() {
-	local out="$1" pkg="$2" tmp
-	tmp="$(mktemp "$bin/.build.XXXXXX")"
-	if ! CGO_ENABLED=0 go build -C "$root" -trimpath -ldflags '-s -w' -o "$tmp" "$pkg"; then
-		rm -f "$tmp"
-		log "go build $pkg failed"
-		return 1
-	fi
-	if cmp -s "$tmp" "$bin/$out"; then
-		rm -f "$tmp"
-	else
-		mv "$tmp" "$bin/$out"
-		log "built $bin/$out"
-	fi
+	local out="$1" pkg="$2" before
+	before="$(sha "$bin/$out" 2>/dev/null || true)"
+	CGO_ENABLED=0 go build -C "$root" -trimpath -ldflags '-s -w' -o "$bin/$out" "$pkg"
+	[[ "$(sha "$bin/$out")" == "$before" ]] || log "built $bin/$out"
 }
 log "building the binaries"
 enforcer="$("$root/hack/build-enforcer.sh")"
@@ -279,7 +271,6 @@ gobuild image-build ./e2e/cmd/image-build
 # What goes into the images, one input a line: its name (as deploy/images/*/image.yaml
 # say), its path, and the sha256 of a file or "-" for a directory of unpacked packages,
 # whose name fixes its content (package versions).
-sha() { sha256sum <"$1" | cut -d' ' -f1; }
 inputs="podarmor-enforcer $bin/podarmor-enforcer $(sha "$bin/podarmor-enforcer")
 podarmor-webhook $bin/podarmor-webhook $(sha "$bin/podarmor-webhook")
 pause $bin/pause $(sha "$bin/pause")
@@ -288,7 +279,10 @@ apparmor $apparmor_root -
 busybox $busybox_root -"
 
 # The key: the inputs, the builder (which embeds the definitions) and the tag.
-key="$(printf 'tag %s\nimage-build %s\n%s\n' "$tag" "$(sha "$bin/image-build")" "$inputs" | sha256sum | cut -c1-20)"
+# Paths are left out: the key names content only.
+key="$(printf 'tag %s\nimage-build %s\n%s\n' "$tag" "$(sha "$bin/image-build")" \
+	"$(awk '{ print $1, ($3 == "-" ? $2 : $3) }' <<<"$inputs" | sed 's| /[^ ]*/| |')" |
+	sha256sum | cut -c1-20)"
 out="$cache/$key"
 if [[ -d "$out" ]]; then
 	log "$out is up to date"
