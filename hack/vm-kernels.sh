@@ -305,13 +305,15 @@ fetch() {
 	fi
 
 	# linux-image-amd64 depends on exactly one versioned image package.
+	# awk reads to the end (no exit): an early exit could kill apt-cache with SIGPIPE,
+	# which pipefail would turn into a failure.
 	pkg="$(apt-cache "${apt_opts[@]}" depends linux-image-amd64 |
-		awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')"
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-/ && !found { print $2; found = 1 }')"
 	[[ -n "$pkg" ]] || {
 		log "$suite: linux-image-amd64 depends on no linux-image-* package"
 		return 1
 	}
-	version="$(apt-cache "${apt_opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" { print $2; exit }')"
+	version="$(apt-cache "${apt_opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" && !found { print $2; found = 1 }')"
 	dest="$cache/$series/$version"
 	if [[ -d "$dest" ]] && complete "$dest" >/dev/null; then
 		log "$series: $pkg $version is the newest in $suite and cached"
@@ -329,7 +331,7 @@ fetch() {
 	# A list older than the archive names a .deb that is gone: update once and retry.
 	if ! (cd "$tmp" && apt-get "${apt_opts[@]}" -qq download "$pkg=$version" >&2); then
 		apt_update "$suite"
-		version="$(apt-cache "${apt_opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" { print $2; exit }')"
+		version="$(apt-cache "${apt_opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" && !found { print $2; found = 1 }')"
 		dest="$cache/$series/$version"
 		(cd "$tmp" && apt-get "${apt_opts[@]}" -qq download "$pkg=$version" >&2)
 	fi
