@@ -144,6 +144,10 @@ egressSelections:
 		return nil, nil, fmt.Errorf("setup: %w", err)
 	}
 	apiFlags = []string{
+		// The node's InternalIP first: the node's name resolves only on the node (its
+		// /etc/hosts), and the API server checks that it resolves on the host before it
+		// proxies to a node (nodes/NAME/proxy).
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		"--advertise-address=" + c.AdvertiseAddress,
 		"--endpoint-reconciler-type=lease",
 		"--egress-selector-config-file=" + egress,
