@@ -23,7 +23,7 @@
 # ${XDG_CACHE_HOME:-~/.cache}/podarmor/node and keyed by its inputs:
 #   base-KEY/rootfs  the debootstrapped tree with the packages and the initramfs; KEY
 #                    hashes the suite, the mirror, the package list and base_revision
-#                    below. About 10 minutes the first time (docs/local-cluster.md).
+#                    below. About 6 minutes the first time (docs/local-cluster.md).
 #   KEY/             the image: base + guest files; KEY hashes the base's key, this
 #                    script, hack/node/rootfs/ (names, modes, contents) and the proxy
 #                    binary. Rebuilt in well under a minute when only guest files change.
@@ -124,7 +124,7 @@ build_base() {
 	local tmp="$cache/.base-$base_key.tmp" start=$SECONDS
 	rm -rf "$tmp"
 	mkdir -p "$tmp" "$cache/debs"
-	log "building the base root file system ($suite from $mirror) into $base; about 10 minutes"
+	log "building the base root file system ($suite from $mirror) into $base; about 6 minutes"
 	# shellcheck disable=SC2064 # expand $tmp now
 	trap "unmount_chroot '$tmp/rootfs'" RETURN
 	debootstrap --variant=minbase --components=main --cache-dir="$cache/debs" \

@@ -10,7 +10,7 @@
 # DIR/node must hold the files the guest gets (read-only): kubelet.kubeconfig,
 # kube-proxy.kubeconfig, bin/kubelet, bin/kube-proxy, images/*.tar, node.env (e2e/node's
 # package comment lists them). start builds the image first (hack/node-image.sh; cached,
-# about 10 minutes the first time) and boots it through a copy-on-write overlay in DIR,
+# about 6 minutes the first time) and boots it through a copy-on-write overlay in DIR,
 # so the node keeps its state across stop and start and the cached image stays pristine.
 # Both start and stop are idempotent. What happens in the guest is in DIR/console.log
 # (the console), DIR/logs/journal.log (its journal) and DIR/node-vm.log (the runner).

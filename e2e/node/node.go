@@ -95,7 +95,7 @@ type Config struct {
 }
 
 // Image builds the node's disk image with hack/node-image.sh (cached; the first build
-// takes about 10 minutes, see docs/local-cluster.md) and returns its directory. The
+// takes about 6 minutes, see docs/local-cluster.md) and returns its directory. The
 // script's progress goes to progress.
 func Image(ctx context.Context, progress io.Writer) (string, error) {
 	root, err := repoRoot()
