@@ -33,6 +33,10 @@ test: deps lint verify ## run every check and test: lint, generated files, unit,
 bench: deps ## run the benchmarks; raw results go to docs/benchmarks/, summary in docs/benchmarks.md
 	hack/bench.sh
 
+.PHONY: plot-decisions
+plot-decisions: deps ## run a minute of denied and audited operations in a VM; redraw docs/observability/decisions.png from its /metrics
+	hack/plot-decisions.sh
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck
 	hack/lint.sh

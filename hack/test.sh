@@ -19,5 +19,8 @@ eval "$(hack/libbpf.sh)"
 # PODARMOR_KUBE_VERSIONS, built once by hack/kube-binaries.sh and cached.
 echo "test: go test ./..." >&2
 go test -count=1 -timeout 40m ./...
+# hack/plot (the figure of docs/observability.md) is a module of its own.
+echo "test: go test ./... in hack/plot" >&2
+(cd hack/plot && go vet ./... && go test -count=1 ./...)
 
 hack/fuzz.sh "${FUZZTIME:-10s}"
