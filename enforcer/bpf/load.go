@@ -89,7 +89,8 @@ type Options struct {
 	Tables tables.Limits
 	// ProgramStats turns on the kernel's run-time statistics of BPF programs
 	// (BPF_ENABLE_STATS) while the enforcer runs, for Enforcer.ProgramStats. It costs
-	// every BPF program on the node two clock reads per run.
+	// every BPF program on the node two clock reads per run. Where the kernel refuses
+	// it, the enforcer logs why and runs without.
 	ProgramStats bool
 	Logger       *slog.Logger
 }
@@ -210,15 +211,16 @@ func Load(opts Options) (*Enforcer, error) {
 		mod.Close()
 		return nil, err
 	}
-	if err := e.attach(); err != nil {
-		mod.Close()
-		return nil, err
-	}
 	if opts.ProgramStats {
+		// Statistics are for the operator; enforcement does not wait on them.
 		if err := e.enableStats(); err != nil {
-			e.Close()
-			return nil, err
+			e.closeStats()
+			e.log.Error("BPF program statistics unavailable; enforcing without them", "error", err)
 		}
+	}
+	if err := e.attach(); err != nil {
+		e.Close()
+		return nil, err
 	}
 	return e, nil
 }

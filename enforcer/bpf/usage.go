@@ -29,10 +29,9 @@ var usageMaps = []string{
 }
 
 // MapUsage reports the entries in use and the capacity of each map with a limit. It
-// walks the hash maps, one system call per entry: cheap at the sizes these maps reach
-// (a walk of 64 Ki entries takes milliseconds), and exact, where counts kept at each
-// insert would drift from the kernel's own inserts (counters) and from overwrites of
-// existing keys (registrations).
+// walks the hash maps, one system call per entry in use: exact, where counts kept at
+// each insert would miss the kernel's own inserts (counters) and need a lookup before
+// every write to tell an overwrite of an existing key (registrations) from a new one.
 func (e *Enforcer) MapUsage() ([]MapUsage, error) {
 	// Every writer of these maps but the programs (which only add counters) holds e.mu:
 	// no key is deleted during a walk, which would restart it from the first key.
