@@ -1,13 +1,21 @@
 package framework
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The pod network of a cluster with a node: controller-manager hands each node a /24 of
@@ -143,7 +151,15 @@ egressSelections:
 	if err := os.WriteFile(egress, []byte(egressConfig), 0o600); err != nil {
 		return nil, nil, fmt.Errorf("setup: %w", err)
 	}
+	// The kubelet authenticates the API server's calls (exec, logs, port-forward) by a
+	// client certificate of the cluster CA, and asks the API server whether that user may;
+	// as kubeadm's apiserver-kubelet-client, it is in system:masters.
+	if err := writeClientCert(pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"); err != nil {
+		return nil, nil, fmt.Errorf("setup: %w", err)
+	}
 	apiFlags = []string{
+		"--kubelet-client-certificate=" + filepath.Join(pki, "apiserver-kubelet-client.crt"),
+		"--kubelet-client-key=" + filepath.Join(pki, "apiserver-kubelet-client.key"),
 		// The node's InternalIP first: the node's name resolves only on the node (its
 		// /etc/hosts), and the API server checks that it resolves on the host before it
 		// proxies to a node (nodes/NAME/proxy).
@@ -189,6 +205,70 @@ egressSelections:
 		"--controllers=*,bootstrapsigner,tokencleaner",
 	}
 	return tokenLines, apiFlags, nil
+}
+
+// writeClientCert writes NAME.crt and NAME.key into pki, a client certificate for user
+// cn in group org signed by the CA that writePKI left there.
+func writeClientCert(pki, name, cn, org string) error {
+	caCert, caKey, err := readCA(pki)
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("%s key: %w", name, err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{org}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("%s certificate: %w", name, err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(pki, name+".crt"), pemBlock("CERTIFICATE", der), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(pki, name+".key"), pemBlock("EC PRIVATE KEY", keyDER), 0o600)
+}
+
+// readCA reads the CA certificate and key writePKI wrote into pki.
+func readCA(pki string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPEM, err := os.ReadFile(filepath.Join(pki, "ca.crt"))
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(pki, "ca.key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, nil, fmt.Errorf("%s: ca.crt or ca.key is not PEM", pki)
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca.crt: %w", err)
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca.key: %w", err)
+	}
+	return cert, key, nil
 }
 
 // writeNodeEnv writes the node's settings as shell-style KEY=VALUE lines, which the

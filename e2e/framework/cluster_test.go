@@ -49,6 +49,27 @@ func TestNewSetupCluster(t *testing.T) {
 	if reconciler != "lease" {
 		t.Errorf("endpoint reconciler %q, want lease so the kubernetes Service has the advertised endpoint", reconciler)
 	}
+	// The API server's client certificate for the kubelet: the cluster CA's, in
+	// system:masters.
+	kcPEM, _ := os.ReadFile(filepath.Join(dir, "pki", "apiserver-kubelet-client.crt"))
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "pki", "ca.crt"))
+	kb, _ := pem.Decode(kcPEM)
+	cb, _ := pem.Decode(caPEM)
+	if kb == nil || cb == nil {
+		t.Fatal("apiserver-kubelet-client.crt or ca.crt is not PEM")
+	}
+	kc, err := x509.ParseCertificate(kb.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(cb.Bytes)
+	if err := kc.CheckSignatureFrom(ca); err != nil || !slices.Contains(kc.Subject.Organization, "system:masters") ||
+		!slices.Contains(kc.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		t.Errorf("kubelet client certificate: signature %v, subject %v, usages %v", err, kc.Subject, kc.ExtKeyUsage)
+	}
+	if !slices.Contains(s.APIServer, "--kubelet-client-certificate="+filepath.Join(dir, "pki", "apiserver-kubelet-client.crt")) {
+		t.Errorf("kube-apiserver lacks --kubelet-client-certificate: %q", s.APIServer)
+	}
 	egress, err := os.ReadFile(filepath.Join(dir, "egress-selector.yaml"))
 	if err != nil || !strings.Contains(string(egress), "udsName: "+c.EgressSocket) || !strings.Contains(string(egress), "proxyProtocol: HTTPConnect") {
 		t.Errorf("egress-selector.yaml: %v\n%s", err, egress)
