@@ -236,10 +236,10 @@ func kubeBinaries(ctx context.Context, t *testing.T, version string) string {
 		t.Fatal(err)
 	}
 	var stdout bytes.Buffer
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "kube-binaries.sh"), version)
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "kube-binaries.sh"), "--cluster", version)
 	cmd.Stdout, cmd.Stderr = &stdout, testWriter{t}
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("hack/kube-binaries.sh %s: %v", version, err)
+		t.Fatalf("hack/kube-binaries.sh --cluster %s: %v", version, err)
 	}
 	bin := strings.TrimSpace(stdout.String())
 	for _, b := range []string{"etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy"} {
