@@ -170,6 +170,9 @@ func (c *Config) defaults() error {
 
 // agent is one run of the enforcer.
 type agent struct {
+	// unreadable is the last reconciliation's Reconciled.Unreadable, to log changes only.
+	unreadable atomic.Int64
+
 	cfg     Config
 	log     *slog.Logger
 	kube    kubernetes.Interface
@@ -558,6 +561,10 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 	for id, err := range got.Failed {
 		a.log.Error("reconcile: sandboxed container is not registered", "container", id, "error", err)
+	}
+	if n := int64(got.Unreadable); a.unreadable.Swap(n) != n && n > 0 {
+		a.log.Warn("reconcile: the mount namespaces of some processes cannot be read; registrations of gone containers are kept until all can",
+			"processes", n)
 	}
 	if len(got.Removed) > 0 {
 		a.log.Info("reconcile: registrations of gone containers removed", "mntns", got.Removed)

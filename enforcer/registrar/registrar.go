@@ -15,11 +15,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/podarmor/podarmor/enforcer/hook"
@@ -280,6 +282,11 @@ type Reconciled struct {
 	// Adopted are registrations found in the kernel (left by a previous enforcer) and
 	// matched to a running container.
 	Adopted []string
+	// Unreadable counts the processes whose mount namespace could not be read (not
+	// because they exited: refused, e.g. by a container's ptrace rule guarding its
+	// /proc/<pid>/ns links). Any of them leaves the live namespaces unknown, and then
+	// nothing is removed: a registration of a running container must never go.
+	Unreadable int
 }
 
 // Reconcile makes the registrations match running, which must list every container
@@ -297,10 +304,13 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 	if err != nil {
 		return out, fmt.Errorf("registrar: read registrations: %w", err)
 	}
-	live, err := r.liveNamespaces()
+	live, unreadable, err := r.liveNamespaces()
 	if err != nil {
 		return out, err
 	}
+	out.Unreadable = unreadable
+	// Removals need every live namespace known.
+	mayRemove := unreadable == 0
 
 	r.mu.Lock()
 	seen := map[string]bool{}
@@ -323,7 +333,7 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 	// Forget what this registrar knows of containers that are not running any more
 	// (not those registered since the reconciliation began: see below).
 	for id, reg := range r.byID {
-		if !seen[id] && !live[reg.mntns] && reg.at.Before(start) {
+		if mayRemove && !seen[id] && !live[reg.mntns] && reg.at.Before(start) {
 			delete(r.byID, id)
 			delete(r.byNS, reg.mntns)
 		}
@@ -365,7 +375,7 @@ func (r *Registrar) Reconcile(ctx context.Context, running []Running) (Reconcile
 	}
 
 	for ns := range inKernel {
-		if live[ns] {
+		if live[ns] || !mayRemove {
 			continue
 		}
 		// Under the lock, so that no hook registers meanwhile: a namespace that was dead
@@ -410,23 +420,30 @@ func (r *Registrar) withNamespaces(running []Running) []runningNS {
 	return out
 }
 
-// liveNamespaces are the mount namespaces some process of the node is in.
-func (r *Registrar) liveNamespaces() (map[uint32]bool, error) {
+// liveNamespaces are the mount namespaces some process of the node is in, and how many
+// processes' namespaces could not be read for another reason than their exit.
+func (r *Registrar) liveNamespaces() (live map[uint32]bool, unreadable int, err error) {
 	entries, err := os.ReadDir(r.cfg.Proc)
 	if err != nil {
-		return nil, fmt.Errorf("registrar: %w", err)
+		return nil, 0, fmt.Errorf("registrar: %w", err)
 	}
-	live := map[uint32]bool{}
+	live = map[uint32]bool{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if ns, err := r.mountNamespace(pid); err == nil {
+		ns, err := r.mountNamespace(pid)
+		switch {
+		case err == nil:
 			live[ns] = true
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ESRCH):
+			// exited meanwhile
+		default:
+			unreadable++
 		}
 	}
-	return live, nil
+	return live, unreadable, nil
 }
 
 // mountNamespace is the mount namespace inode of a process.

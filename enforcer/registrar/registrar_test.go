@@ -345,3 +345,42 @@ func TestReconcileKeepsFreshRegistration(t *testing.T) {
 		t.Errorf("second reconciliation: removed %v, %v", got.Removed, err)
 	}
 }
+
+// TestReconcileUnreadableNamespaces: a container's ptrace rule refuses the enforcer, in
+// its own pod, the /proc/<pid>/ns links of the container's processes (found by make
+// demo: the registration was removed seconds after the hook made it, and the container
+// ran unconfined). A namespace that cannot be read is not a dead one: nothing is removed
+// while any process's namespace is unknown.
+func TestReconcileUnreadableNamespaces(t *testing.T) {
+	proc := fakeProc(t, map[int]uint32{10: 2001})
+	// Process 20 is a registered container's init whose ns/mnt the enforcer may not
+	// read: readlink fails, not with ENOENT.
+	d := filepath.Join(proc, "20", "ns")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "mnt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeRegistry{regs: map[uint32]string{2001: "p", 2020: "p"}, late: map[uint32]bool{}}
+	r := newTestRegistrar(t, fake, map[string]bool{"p": true}, nil, proc)
+	got, err := r.Reconcile(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Unreadable != 1 || len(got.Removed) != 0 || fake.regs[2020] != "p" {
+		t.Errorf("reconciled %+v, registrations %v; want 2020 kept while process 20's namespace is unknown", got, fake.regs)
+	}
+
+	// Once every namespace can be read again, a dead one goes.
+	if err := os.RemoveAll(filepath.Join(proc, "20")); err != nil {
+		t.Fatal(err)
+	}
+	got, err = r.Reconcile(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Unreadable != 0 || fmt.Sprint(got.Removed) != "[2020]" || fake.regs[2001] != "p" {
+		t.Errorf("reconciled %+v, registrations %v; want 2020 removed, 2001 kept", got, fake.regs)
+	}
+}
