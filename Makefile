@@ -13,7 +13,7 @@ help: ## list the targets
 
 .PHONY: deps
 deps: ## install the Debian packages and Go tools the build and tests need
-	hack/deps.sh base bpf vm
+	hack/deps.sh base bpf vm node
 	hack/tools.sh >/dev/null
 
 .PHONY: build
@@ -22,7 +22,7 @@ build: ## build the binaries into bin/ (podarmor-enforcer static, with libbpf)
 	hack/build-enforcer.sh bin/
 
 .PHONY: demo
-demo: deps ## show the policy path: the catalog, and a sample policy rendered into its profiles
+demo: deps ## a local cluster (VM node), podarmor installed with Helm, attacks denied in a running pod
 	hack/demo.sh
 
 .PHONY: test

@@ -1,48 +1,61 @@
 #!/usr/bin/env bash
-# Starts, inspects and stops a local Kubernetes control plane for trying podarmor by
-# hand: etcd, kube-apiserver and podarmor-webhook as background processes on loopback,
-# with podarmor's CRDs, webhook configurations (by URL, TLS from the webhook's own CA)
-# and default ClusterArmorPolicy (deploy/policies/default.yaml) installed.
+# Starts, inspects and stops a local Kubernetes cluster with podarmor in it, on this one
+# machine (docs/local-cluster.md):
+#   - the control plane on the host's loopback: etcd, kube-apiserver,
+#     kube-controller-manager and kube-scheduler, as background processes;
+#   - one node: a QEMU VM (hack/node-vm.sh) booting a Debian trixie image
+#     (hack/node-image.sh) with kernel 6.12 (AppArmor and BPF LSM on), containerd with
+#     NRI, runc, the kubelet and kube-proxy of the same Kubernetes version, and
+#     podarmor's images (hack/images.sh) imported into containerd;
+#   - podarmor installed with Helm from deploy/helm/podarmor: the webhook Deployment and
+#     the enforcer DaemonSet run on the node like any workload.
 #
 #   hack/local-cluster.sh up       # start; prints the admin kubeconfig's path on stdout
 #   hack/local-cluster.sh status   # what runs; exit 0 up, 3 not running, 1 half up
 #   hack/local-cluster.sh down     # stop what `up` started and remove its state
 #
 #   export KUBECONFIG="$(hack/local-cluster.sh up)"
-#   "$(hack/kube-binaries.sh v1.37.2)/kubectl" get armorpolicies -A
+#   "$(hack/kube-binaries.sh v1.37.2)/kubectl" get pods -A
 #
 # Both up and down are idempotent: a second `up` says "already up" and prints the same
 # path, a second `down` says "not running".
 #
-# The processes run the same command lines as the e2e tests (e2e/framework.NewSetup,
-# through e2e/cmd/controlplane-config): the binaries come from hack/kube-binaries.sh
-# (kubectl too), and there is no controller-manager, scheduler or kubelet, so pods are
-# stored and admitted but stay Pending. With no node enforcer yet, no policy becomes
-# Ready, so pods of opted-in namespaces are refused until a policy says
-# `spec.admission.whenNotReady: AdmitBPFOnly` (or a test sets its status); a VM node
-# with the enforcer comes with a later issue.
+# The first `up` on a machine builds everything it runs, which takes long on 2 cores
+# (it says so as it goes): the Kubernetes binaries (about 30 minutes), the node image
+# (about 10), helm and the images (a few); all are cached outside the repository, so
+# later runs start in a few minutes, most of it the VM's boot under TCG emulation.
+#
+# The processes run the same command lines as the e2e tests (e2e/framework.NewSetup with
+# a ClusterConfig, through e2e/cmd/controlplane-config). The node reaches the API server
+# only through a forward of the VM (10.0.2.100:PORT, the address the API server
+# advertises), and the API server reaches the node (kubectl exec and logs, the webhook's
+# pods) only through its egress selector: HTTP CONNECT over $dir/egress.sock to a proxy
+# in the VM.
 #
 # Environment:
 #   PODARMOR_KUBE_VERSION  Kubernetes release (default below, the newest of
 #                          e2e/framework.DefaultVersions)
-#   PODARMOR_CLUSTER_DIR   state: pid files, logs, certificates, kubeconfig, etcd data
-#                          (default /tmp/podarmor-cluster)
-#   PODARMOR_WEBHOOK_PORT  the webhook's HTTPS port on 127.0.0.1 (default 9443); its
-#                          metrics, healthz and readyz are on the next port
+#   PODARMOR_CLUSTER_DIR   state: pid files, logs, certificates, kubeconfigs, etcd data,
+#                          the node's disk (default /tmp/podarmor-cluster)
+#   PODARMOR_INSTALL       "false" leaves podarmor out (make demo installs it itself)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="${PODARMOR_KUBE_VERSION:-v1.37.2}"
 dir="$(realpath -m "${PODARMOR_CLUSTER_DIR:-/tmp/podarmor-cluster}")"
+install="${PODARMOR_INSTALL:-true}"
 # Marks $dir as made by this script: down removes only such a directory.
 marker="$dir/.podarmor-local-cluster"
 kubeconfig="$dir/admin.kubeconfig"
-# In start order; stopped in reverse.
-components=(etcd kube-apiserver podarmor-webhook)
-webhook_port="${PODARMOR_WEBHOOK_PORT:-9443}"
-metrics_port=$((webhook_port + 1))
+# The node, and the address at which it reaches the API server (e2e/vm.ForwardIP).
+node=podarmor-node
+advertise=10.0.2.100
+# Host processes in start order; stopped in reverse, after the node.
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 ready_timeout=90
 stop_timeout=15
+node_ready_timeout=600
+install_timeout=15m
 
 log() { echo "local-cluster: $*" >&2; }
 
@@ -63,14 +76,18 @@ pid_of() {
 	echo "$pid"
 }
 
-# Prints how many components run.
+node_running() { "$root/hack/node-vm.sh" status "$dir" >/dev/null 2>&1; }
+
+# Prints how many parts run: the host components and the node.
 running_count() {
 	local c n=0
 	for c in "${components[@]}"; do
 		if pid_of "$c" >/dev/null; then n=$((n + 1)); fi
 	done
+	if [[ -d "$dir" ]] && node_running; then n=$((n + 1)); fi
 	echo "$n"
 }
+parts=$((${#components[@]} + 1))
 
 kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
@@ -128,43 +145,53 @@ teardown() {
 		log "$dir was not made by $0; not touching it (set PODARMOR_CLUSTER_DIR elsewhere)"
 		return 1
 	fi
+	"$root/hack/node-vm.sh" stop "$dir" || true
 	for ((i = ${#components[@]} - 1; i >= 0; i--)); do
 		stop_component "${components[i]}"
 	done
 	rm -rf "$dir"
 }
 
-# Builds podarmor-webhook and starts it with the webhook configurations registered by
-# URL; waits until it is ready and the API server trusts its certificate.
-start_webhook() {
-	log "building podarmor-webhook"
-	(cd "$root" && go build -o "$dir/podarmor-webhook" ./webhook/cmd/podarmor-webhook)
-	kubectl create namespace podarmor-system >/dev/null
-	printf '%s\n' "$dir/podarmor-webhook" "--kubeconfig=$dir/admin.kubeconfig" \
-		"--listen-address=127.0.0.1:$webhook_port" "--metrics-address=127.0.0.1:$metrics_port" \
-		"--register-url=https://127.0.0.1:$webhook_port" "--tls-ip-addresses=127.0.0.1" \
-		"--namespace=podarmor-system" "--log-format=text" >"$dir/podarmor-webhook.args"
-	start_component podarmor-webhook
-	local deadline=$((SECONDS + ready_timeout))
-	until [[ "$(curl -fsS "http://127.0.0.1:$metrics_port/readyz" 2>/dev/null)" == ok ]] &&
-		[[ -n "$(kubectl get mutatingwebhookconfiguration podarmor -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null)" ]]; do
-		if ! pid_of podarmor-webhook >/dev/null; then
-			log "podarmor-webhook exited; the end of $dir/podarmor-webhook.log:"
-			tail -n 20 "$dir/podarmor-webhook.log" >&2
-			return 1
-		fi
+# Waits until the kubelet has registered the node and reports it Ready (kubectl wait
+# fails at once on a node that does not exist yet).
+wait_node_ready() {
+	local deadline=$((SECONDS + node_ready_timeout))
+	log "waiting for node $node to register and be Ready"
+	until kubectl get node "$node" >/dev/null 2>&1; do
 		if ((SECONDS >= deadline)); then
-			log "podarmor-webhook not ready after ${ready_timeout}s; see $dir/podarmor-webhook.log"
+			log "node $node did not register in ${node_ready_timeout}s; see $dir/logs/journal.log (unit podarmor-kubelet)"
 			return 1
 		fi
-		sleep 0.5
+		sleep 2
 	done
-	log "podarmor-webhook ready at https://127.0.0.1:$webhook_port (metrics http://127.0.0.1:$metrics_port/metrics)"
+	kubectl wait --for=condition=Ready "node/$node" --timeout="$((deadline - SECONDS))s" >&2
+}
+
+# Fills $dir/node, the directory the VM gets read-only, with what the kubelet needs
+# besides the kubeconfigs controlplane-config wrote: the node binaries and the images.
+fill_node_dir() {
+	local images="$1" b
+	mkdir -p "$dir/node/bin" "$dir/node/images"
+	for b in kubelet kube-proxy; do
+		ln -f "$bin/$b" "$dir/node/bin/$b" 2>/dev/null || cp -f "$bin/$b" "$dir/node/bin/$b"
+	done
+	for b in "$images"/*.tar; do
+		ln -f "$b" "$dir/node/images/" 2>/dev/null || cp -f "$b" "$dir/node/images/"
+	done
+}
+
+# Installs (or upgrades) podarmor from the chart and waits for its pods.
+install_podarmor() {
+	local helm="$1"
+	log "installing podarmor with Helm (deploy/helm/podarmor) into podarmor-system; the pods start slowly in the emulated VM"
+	"$helm" --kubeconfig "$kubeconfig" upgrade --install podarmor "$root/deploy/helm/podarmor" \
+		--namespace podarmor-system --create-namespace --wait --timeout "$install_timeout" >&2
+	kubectl -n podarmor-system get pods -o wide >&2
 }
 
 cmd_up() {
 	case "$(running_count)" in
-	"${#components[@]}")
+	"$parts")
 		local running
 		running="$(<"$dir/version")"
 		log "already up (Kubernetes $running); kubeconfig:"
@@ -181,30 +208,46 @@ cmd_up() {
 	esac
 	teardown
 
-	bin="$("$root/hack/kube-binaries.sh" "$version")"
+	local start=$SECONDS images helm
+	log "building or finding in the cache: Kubernetes $version (the first time about 30 minutes on 2 cores), helm, podarmor's images, the node image (the first time about 10 minutes)"
+	bin="$("$root/hack/kube-binaries.sh" --cluster "$version")"
+	helm="$("$root/hack/helm.sh")"
+	images="$("$root/hack/images.sh")"
+	"$root/hack/node-image.sh" >/dev/null
+	log "binaries and images ready after $((SECONDS - start)) s"
+
 	mkdir -p "$dir"
 	touch "$marker"
 	# From here on, a failure leaves nothing running and no state behind.
 	trap 'if (($? != 0)); then log "up failed; tearing down"; teardown; fi' EXIT
 	echo "$version" >"$dir/version"
 	log "Kubernetes $version, state in $dir"
-	(cd "$root" && go run ./e2e/cmd/controlplane-config -dir "$dir" -bin "$bin" -version "$version") >/dev/null
+	(cd "$root" && go run ./e2e/cmd/controlplane-config -dir "$dir" -bin "$bin" -version "$version" \
+		-node "$node" -advertise-address "$advertise") >/dev/null
+	fill_node_dir "$images"
 
 	start_component etcd
 	start_component kube-apiserver
 	wait_ready
-	log "kube-apiserver ready at $(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')"
+	local server
+	server="$(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')"
+	log "kube-apiserver ready at $server"
+	start_component kube-controller-manager
+	start_component kube-scheduler
 
-	kubectl apply --server-side -f "$root/deploy/crds" >&2
-	kubectl wait --for=condition=Established --timeout=60s -f "$root/deploy/crds" >&2
-	# The controller-manager would make every namespace's default ServiceAccount; without
-	# it the ServiceAccount admission plugin rejects pods in "default".
-	kubectl create serviceaccount default --namespace default >/dev/null
-	start_webhook
-	kubectl apply -f "$root/deploy/policies/default.yaml" >&2
+	log "booting the node VM (a few minutes under TCG emulation; console in $dir/console.log)"
+	# The boot takes 3-5 minutes on a quiet 2-core machine and several times that on a
+	# busy one, most of it TCG emulation; give it time rather than fail.
+	PODARMOR_APISERVER="${server#https://}" PODARMOR_NODE_PROXY_SOCKET="$dir/egress.sock" \
+		PODARMOR_NODE_BOOT_TIMEOUT="${PODARMOR_NODE_BOOT_TIMEOUT:-1800}" \
+		"$root/hack/node-vm.sh" start "$dir" >/dev/null
+	wait_node_ready
+	if [[ "$install" == true ]]; then
+		install_podarmor "$helm"
+	fi
 	trap - EXIT
 
-	log "up; kubeconfig:"
+	log "up after $((SECONDS - start)) s; kubeconfig:"
 	echo "$kubeconfig"
 }
 
@@ -231,8 +274,9 @@ cmd_status() {
 			echo "$c: not running"
 		fi
 	done
-	if ((n == ${#components[@]})); then
-		bin="$("$root/hack/kube-binaries.sh" "$(<"$dir/version")" 2>/dev/null)"
+	echo "node: $("$root/hack/node-vm.sh" status "$dir" 2>&1 | tail -n 1)"
+	if ((n == parts)); then
+		bin="$("$root/hack/kube-binaries.sh" --cluster "$(<"$dir/version")" 2>/dev/null)"
 		echo "Kubernetes $(<"$dir/version") at $(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')"
 		echo "kubeconfig: $kubeconfig"
 		return 0
