@@ -72,9 +72,19 @@ kubectl -n demo wait --for=condition=Ready armorpolicy/demo-app --timeout=300s >
 # policy; restart the rollout so every pod is the policy's.
 kubectl -n demo rollout restart deployment/demo-app >&2
 kubectl -n demo rollout status deployment/demo-app --timeout=600s >&2
-pod="$(kubectl -n demo get pods -l app=demo-app --field-selector=status.phase=Running \
-	-o jsonpath='{.items[0].metadata.name}')"
-[[ -n "$pod" ]] || fail "no running demo-app pod"
+# The rollout is done once the old pod is terminating; it still shows as Running until it
+# is gone, and an exec into it fails. Wait for the one new pod.
+pod=""
+for ((i = 0; i < 120; i++)); do
+	pods="$(kubectl -n demo get pods -l app=demo-app -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{if eq .status.phase "Running"}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}{{end}}')"
+	all="$(kubectl -n demo get pods -l app=demo-app -o name | wc -l)"
+	if [[ -n "$pods" && "$all" == 1 ]]; then
+		pod="$pods"
+		break
+	fi
+	sleep 2
+done
+[[ -n "$pod" ]] || fail "no single running demo-app pod after the rollout"
 
 step "What the webhook did to pod $pod"
 kubectl -n demo get pod "$pod" -o go-template='label podarmor.io/profile: {{index .metadata.labels "podarmor.io/profile"}}

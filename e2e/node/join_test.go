@@ -138,10 +138,10 @@ func TestNodeJoin(t *testing.T) {
 	}
 
 	// The API server reaches the kubelet (port 10250 on the node's address) through its
-	// egress selector: the unix socket, the hostfwd and the guest's proxy. The API
-	// server presents no client certificate to the kubelet (e2e/framework gives it
-	// none), so the kubelet, which takes no anonymous requests, answers 401: an answer
-	// from the kubelet itself, which only that path can bring.
+	// egress selector: the unix socket, the hostfwd and the guest's proxy. The kubelet
+	// takes no anonymous requests: it answers only because the API server presents its
+	// client certificate of the cluster CA (apiserver-kubelet-client, system:masters),
+	// which the kubelet authenticates and authorizes by asking the API server back.
 	hc, err := rest.HTTPClientFor(setup.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -153,8 +153,8 @@ func TestNodeJoin(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	t.Logf("GET nodes/%s/proxy/healthz: %s %s", Name, resp.Status, bytes.TrimSpace(body))
-	if resp.StatusCode != 401 || !strings.Contains(string(body), "Unauthorized") {
-		t.Errorf("GET nodes/%s/proxy/healthz through the egress path: %s %q, want the kubelet's 401 Unauthorized", Name, resp.Status, body)
+	if resp.StatusCode != 200 || string(bytes.TrimSpace(body)) != "ok" {
+		t.Errorf("GET nodes/%s/proxy/healthz through the egress path: %s %q, want the kubelet's 200 ok", Name, resp.Status, body)
 	}
 
 	// A pod of the demo's workload runs on the node (sandbox from our pause image, an
