@@ -15,15 +15,16 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+start=$SECONDS
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+# Each step says how long the demo has run, so a slow step shows where the time went.
+step() { printf '\n\033[1m== [%4d s] %s\033[0m\n' "$((SECONDS - start))" "$*" >&2; }
 say() { echo "$*" >&2; }
 fail() {
 	say "demo: FAILED: $*"
 	exit 1
 }
 
-start=$SECONDS
 step "Install what the demo needs (hack/deps.sh; quick when already there)"
 hack/deps.sh base bpf vm node >&2
 
