@@ -1,6 +1,7 @@
 // Package event is the enforcer's record of a decision: an operation of a sandboxed
 // container that a rule denied (Enforce) or recorded (Audit). The enforcer writes one
-// Record per line as JSON (its audit log, `podarmor-enforcer standalone --events`);
+// Record per line as JSON (its audit log: stdout, or a file rotated by size, see
+// OpenLog and `podarmor-enforcer kubernetes --events`);
 // `podarmor try` reads them back and prints them with Record.String.
 //
 // Records come from two sources: the BPF enforcer's ring buffer, which names the rule,
@@ -93,16 +94,24 @@ func (r Record) String() string {
 
 // Writer writes records as JSON lines; safe for concurrent use.
 type Writer struct {
-	mu  sync.Mutex
-	enc *json.Encoder
+	mu sync.Mutex
+	w  io.Writer
 }
 
 // NewWriter returns a Writer to w.
-func NewWriter(w io.Writer) *Writer { return &Writer{enc: json.NewEncoder(w)} }
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
-// Write writes one record.
+// Write writes one record as one line in one Write call to the underlying writer: a
+// rotated file (OpenLog) then never splits a line, and one failed write (a full disk)
+// loses that line only, unlike a json.Encoder, which stays failed.
 func (w *Writer) Write(r Record) error {
+	line, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	line = append(line, '\n')
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.enc.Encode(r)
+	_, err = w.w.Write(line)
+	return err
 }

@@ -99,6 +99,30 @@ func mustRun(tb testing.TB, pid int, file string) {
 	}
 }
 
+// eventLogPath is TestKubernetesMode's event log.
+const eventLogPath = "/var/log/podarmor/events.jsonl"
+
+// countRecords reads the event log, each line a whole event.Record, and counts the
+// denials of custom/no-secret and the audits of custom/audit-exec.
+func countRecords(t *testing.T, file string) (n [2]int) {
+	t.Helper()
+	for i, line := range strings.Split(strings.TrimSuffix(readFile(t, file), "\n"), "\n") {
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.DisallowUnknownFields()
+		var r event.Record
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("%s line %d: %v\n%s", file, i+1, err, line)
+		}
+		switch {
+		case r.Rule == "custom/no-secret" && r.Action == v1alpha1.ActionEnforce:
+			n[0]++
+		case r.Rule == "custom/audit-exec" && r.Action == v1alpha1.ActionAudit:
+			n[1]++
+		}
+	}
+	return n
+}
+
 // startAgent creates the policy, starts the agent and waits until it is ready.
 func startAgent(tb testing.TB, ctx context.Context, eventLog io.Writer, level slog.Level) *agentHarness {
 	tb.Helper()
@@ -174,10 +198,13 @@ func (h *agentHarness) createPod(tb testing.TB, ctx context.Context, name, profi
 func TestKubernetesMode(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	eventLog, err := os.Create("/tmp/events.jsonl")
+	// The event log as the chart configures a file: in a directory the enforcer
+	// creates, rotated by lumberjack (not here: a few kilobytes).
+	eventLog, err := event.OpenLog(event.LogConfig{Path: eventLogPath, MaxSizeMB: 1, MaxBackups: 2, Compress: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer eventLog.Close()
 	h := startAgent(t, ctx, eventLog, slog.LevelInfo)
 	ns, kube, policies, enf, httpAddr, socket, done := h.ns, h.kube, h.policies, h.enf, h.httpAddr, h.socket, h.done
 	policy := func(enforcers, builtin string, paths ...string) *unstructured.Unstructured {
@@ -220,11 +247,11 @@ func TestKubernetesMode(t *testing.T) {
 	// the pod. More denials of the same rule exhaust the pod's Event budget (3 here):
 	// they are counted, not sent.
 	waitFor(t, 30*time.Second, "the denial's JSON line", func() bool {
-		return strings.Contains(readFile(t, "/tmp/events.jsonl"), `"path":"/secret"`)
+		return strings.Contains(readFile(t, eventLogPath), `"path":"/secret"`)
 	})
 	var rec event.Record
 	var raw string
-	for _, line := range strings.Split(readFile(t, "/tmp/events.jsonl"), "\n") {
+	for _, line := range strings.Split(readFile(t, eventLogPath), "\n") {
 		if strings.Contains(line, `"path":"/secret"`) {
 			if err := json.Unmarshal([]byte(line), &rec); err != nil {
 				t.Fatal(err)
@@ -253,6 +280,10 @@ func TestKubernetesMode(t *testing.T) {
 		mustRun(t, ctr.Process.Pid, auditedExec)
 	}
 	checkMetrics(t, scrape(t, httpAddr), id, 11, audited)
+	// Every decision is one whole line of the log.
+	waitFor(t, 30*time.Second, "a line for each decision", func() bool {
+		return countRecords(t, eventLogPath) == [2]int{11, audited}
+	})
 
 	// A container of a pod without the label is left alone.
 	plainPod := h.createPod(t, ctx, "plain", "")

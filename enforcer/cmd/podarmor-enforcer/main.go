@@ -58,6 +58,10 @@ const (
 	keyPolicy           = "policy"
 	keyContainer        = "container"
 	keyEvents           = "events"
+	keyEventsMaxSize    = "events-max-size-mb"
+	keyEventsMaxBackups = "events-max-backups"
+	keyEventsMaxAge     = "events-max-age-days"
+	keyEventsCompress   = "events-compress"
 	keyPinDir           = "pin-dir"
 	keySeccompRoot      = "seccomp-root"
 	keyAppArmorDir      = "apparmor-dir"
@@ -122,25 +126,65 @@ type standaloneConfig struct {
 // nodeConfig is what both enforcer modes (standalone, kubernetes) take: the hook
 // socket, where events go, and where each enforcer keeps its state.
 type nodeConfig struct {
-	Socket         string        `mapstructure:"socket"`
-	Timeout        time.Duration `mapstructure:"timeout"`
-	Events         string        `mapstructure:"events"`
-	PinDir         string        `mapstructure:"pin-dir"`
-	SeccompRoot    string        `mapstructure:"seccomp-root"`
-	AppArmorDir    string        `mapstructure:"apparmor-dir"`
-	AppArmorParser string        `mapstructure:"apparmor-parser"`
-	UnprotectedDir string        `mapstructure:"unprotected-dir"`
+	Socket           string        `mapstructure:"socket"`
+	Timeout          time.Duration `mapstructure:"timeout"`
+	Events           string        `mapstructure:"events"`
+	EventsMaxSizeMB  int           `mapstructure:"events-max-size-mb"`
+	EventsMaxBackups int           `mapstructure:"events-max-backups"`
+	EventsMaxAgeDays int           `mapstructure:"events-max-age-days"`
+	EventsCompress   bool          `mapstructure:"events-compress"`
+	PinDir           string        `mapstructure:"pin-dir"`
+	SeccompRoot      string        `mapstructure:"seccomp-root"`
+	AppArmorDir      string        `mapstructure:"apparmor-dir"`
+	AppArmorParser   string        `mapstructure:"apparmor-parser"`
+	UnprotectedDir   string        `mapstructure:"unprotected-dir"`
 }
 
 func (c nodeConfig) appArmor() apparmor.Config {
 	return apparmor.Config{Parser: c.AppArmorParser, Dir: c.AppArmorDir}
 }
 
+// eventLogFlags are the flags of event.LogConfig's fields.
+var eventLogFlags = map[string]string{
+	"Path":       keyEvents,
+	"MaxSizeMB":  keyEventsMaxSize,
+	"MaxBackups": keyEventsMaxBackups,
+	"MaxAgeDays": keyEventsMaxAge,
+}
+
+// eventLog is the event log's configuration, checked; an error names the flag.
+func (c nodeConfig) eventLog() (event.LogConfig, error) {
+	lc := event.LogConfig{
+		Path:       c.Events,
+		MaxSizeMB:  c.EventsMaxSizeMB,
+		MaxBackups: c.EventsMaxBackups,
+		MaxAgeDays: c.EventsMaxAgeDays,
+		Compress:   c.EventsCompress,
+	}
+	if err := lc.Validate(); err != nil {
+		return lc, flagError(err)
+	}
+	return lc, nil
+}
+
+// flagError words an event.SettingError with the flag of its field.
+func flagError(err error) error {
+	var se *event.SettingError
+	if errors.As(err, &se) {
+		return fmt.Errorf("--%s %v: %s", eventLogFlags[se.Field], se.Value, se.Reason)
+	}
+	return err
+}
+
 // nodeFlags are nodeConfig's flags.
 func nodeFlags(fs *pflag.FlagSet, seccompRoot string) {
 	fs.String(keySocket, hook.DefaultSocket, "the hook socket to serve")
 	fs.Duration(keyTimeout, hook.DefaultTimeout, "bound of one hook request")
-	fs.String(keyEvents, "-", "where events go as JSON lines: a file, or - for stdout")
+	fs.String(keyEvents, event.Stdout, "where events go as JSON lines: an absolute file path (rotated by size), or - for stdout")
+	fs.Int(keyEventsMaxSize, event.DefaultMaxSizeMB, "with a file: rotate it when the next line would take it past this many MiB (at least 1)")
+	fs.Int(keyEventsMaxBackups, event.DefaultMaxBackups, "with a file: rotated files to keep, oldest removed first (0: all)")
+	fs.Int(keyEventsMaxAge, 0, "with a file: remove rotated files older than this many days (0: no age limit)")
+	fs.Bool(keyEventsCompress, false, "with a file: gzip rotated files")
 	fs.String(keyPinDir, bpf.DefaultPinDir, "bpffs directory of the BPF enforcer's pinned programs and maps")
 	fs.String(keySeccompRoot, seccomp.DefaultRoot, seccompRoot+": profiles are written to ROOT/podarmor/<id>.json")
 	fs.String(keyAppArmorDir, apparmor.DefaultDir, "where AppArmor profile texts are written before loading")
@@ -405,12 +449,11 @@ func runStandalone(ctx context.Context, v *viper.Viper, _ []string) int {
 		log.Error("configuration", "error", err)
 		return 2
 	}
-	events, closeEvents, err := openEvents(cfg.Events)
-	if err != nil {
-		log.Error("events file", "error", err)
-		return 1
+	events, code := openEvents(cfg.nodeConfig, log)
+	if events == nil {
+		return code
 	}
-	defer closeEvents()
+	defer events.Close()
 	err = standalone.Run(ctx, standalone.Config{
 		PolicyFiles:    cfg.Policies,
 		Compile:        opts,
@@ -441,17 +484,16 @@ func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
 		log.Error("--"+keyOnUnavailable, "error", err)
 		return 2
 	}
+	events, code := openEvents(cfg.nodeConfig, log)
+	if events == nil {
+		return code
+	}
+	defer events.Close()
 	rest, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		log.Error("API server configuration", "error", err)
 		return 2
 	}
-	events, closeEvents, err := openEvents(cfg.Events)
-	if err != nil {
-		log.Error("events file", "error", err)
-		return 1
-	}
-	defer closeEvents()
 	err = kube.Run(ctx, kube.Config{
 		NodeName:          cfg.NodeName,
 		REST:              rest,
@@ -508,16 +550,21 @@ func runInstallHook(_ context.Context, v *viper.Viper, _ []string) int {
 	return 0
 }
 
-// openEvents opens the events destination: a file (appended to), or stdout for "-".
-func openEvents(dest string) (io.Writer, func(), error) {
-	if dest == "-" || dest == "" {
-		return os.Stdout, func() {}, nil
-	}
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+// openEvents opens the event log: stdout, or a file (appended to, rotated by size).
+// It logs what is wrong and returns the exit code: 2 for a bad setting, 1 for a file
+// that cannot be opened.
+func openEvents(c nodeConfig, log *slog.Logger) (io.WriteCloser, int) {
+	lc, err := c.eventLog()
 	if err != nil {
-		return nil, nil, err
+		log.Error("configuration", "error", err)
+		return nil, 2
 	}
-	return f, func() { f.Close() }, nil
+	w, err := event.OpenLog(lc, os.Stdout)
+	if err != nil {
+		log.Error("event log", "error", err)
+		return nil, 1
+	}
+	return w, 0
 }
 
 func runTry(ctx context.Context, v *viper.Viper, args []string) int {
