@@ -14,6 +14,15 @@ struct {
 	__type(value, struct config);
 } settings SEC(".maps");
 
+/* enforcer_self: one struct enforcer_task, written by every enforcer as it loads or adopts
+ * the pinned state, so the last one to start is the one exempt. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct enforcer_task);
+} enforcer_self SEC(".maps");
+
 /* containers: registered mount namespace inode -> registration (sized at load). */
 struct registration {
 	struct identity id;

@@ -122,6 +122,17 @@ struct config {
 	__u32 _pad;
 };
 
+/* enforcer_task identifies the enforcer's own process (the single entry of enforcer_self),
+ * which a sandbox's readby rules do not refuse (ptrace.h): its thread-group id in the
+ * node's PID namespace and the start time of its thread-group leader, in the clock ticks
+ * since boot that /proc/<pid>/stat gives, so that a process given the same pid after the
+ * enforcer has died is not taken for it. tgid 0: no process is the enforcer. */
+struct enforcer_task {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 start_ticks;
+};
+
 /* A rule verdict set: which bits are enforced or audited, and for each bit the rule that
  * decided it. */
 struct verdicts_path {

@@ -523,6 +523,12 @@ func operate(a []string) error {
 		return err
 	case "chroot-check": // chroot-check ROOT PATH...: per path, "open chmod" outcomes
 		return chrootCheck(os.Stdout, a[1], a[2:])
+	case "ns-read": // ns-read PID: readlink /proc/PID/ns/mnt
+		return nsRead(a[1])
+	case "ns-open": // ns-open PID: open /proc/PID/ns/mnt
+		return nsOpen(a[1])
+	case "load-then-ns-read": // load-then-ns-read PINDIR PID: a second enforcer reads
+		return loadThenNSRead(a[1], a[2])
 	}
 	return fmt.Errorf("unknown helper operation %q", a[0])
 }

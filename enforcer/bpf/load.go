@@ -17,8 +17,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/aquasecurity/libbpfgo"
 	"github.com/cilium/ebpf/btf"
@@ -131,7 +133,7 @@ type Enforcer struct {
 
 // mapNames lists every map of the object; all are pinned.
 var mapNames = []string{
-	"settings", "containers", "task_identity", "profile_active", "profile_names",
+	"settings", "enforcer_self", "containers", "task_identity", "profile_active", "profile_names",
 	"profile_bodies", "dfa_classes", "dfa_trans", "dfa_accept", "dfa_subtree", "dfa_mount", "socket_rules",
 	"egress4", "egress6", "mount_bodies", "mount_fstype", "counters", "drops", "ratelimit",
 	"events", "scratch", "mount_scratch",
@@ -324,7 +326,70 @@ func (e *Enforcer) configure(opts Options) error {
 	if cfg.EventsPerSec == 0 {
 		cfg.EventsPerSec, cfg.EventsBurst = 100, 100
 	}
-	return e.put("settings", uint32(0), cfg)
+	if err := e.put("settings", uint32(0), cfg); err != nil {
+		return err
+	}
+	return e.claimSelf()
+}
+
+// claimSelf writes this process into enforcer_self, replacing a previous enforcer's, so
+// that the sandboxes' readby rules let it read their /proc/<pid>/ns links (bpfprog/ptrace.h).
+// The kernel knows the process by its pid in the node's PID namespace: an enforcer in a
+// PID namespace of its own (a pod without hostPID) is not exempt, and says so.
+func (e *Enforcer) claimSelf() error {
+	self, err := ownTask()
+	if err != nil {
+		return fmt.Errorf("bpf: the enforcer's own process: %w", err)
+	}
+	if self.TGID == 0 {
+		e.log.Warn("the enforcer is not in the node's PID namespace (hostPID): sandboxes' readby rules refuse its reads of their /proc/<pid>/ns links")
+	}
+	return e.put("enforcer_self", uint32(0), self)
+}
+
+// initPIDNamespace is the inode of the kernel's initial PID namespace (PROC_PID_INIT_INO).
+const initPIDNamespace = 0xEFFFFFFC
+
+// ownTask is this process as struct enforcer_task: its pid and its start time in clock
+// ticks since boot (field 22 of /proc/self/stat, which the programs compute from the
+// task's start_boottime). Outside the initial PID namespace it is the zero value.
+func ownTask() (tables.EnforcerTask, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/pid", &st); err != nil {
+		return tables.EnforcerTask{}, fmt.Errorf("PID namespace: %w", err)
+	}
+	if st.Ino != initPIDNamespace {
+		return tables.EnforcerTask{}, nil
+	}
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return tables.EnforcerTask{}, err
+	}
+	start, err := statStartTicks(string(stat))
+	if err != nil {
+		return tables.EnforcerTask{}, err
+	}
+	return tables.EnforcerTask{TGID: uint32(os.Getpid()), StartTicks: start}, nil
+}
+
+// statStartTicks reads starttime, field 22, from a /proc/<pid>/stat line. The command
+// name (field 2, in parentheses) may hold spaces and parentheses: the fields after it
+// start after its last ')'.
+func statStartTicks(stat string) (uint64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/self/stat %q: no command name", stat)
+	}
+	fields := strings.Fields(stat[i+1:]) // from field 3 on
+	const starttime = 22 - 3
+	if len(fields) <= starttime {
+		return 0, fmt.Errorf("/proc/self/stat %q: %d fields, want at least 22", stat, len(fields)+2)
+	}
+	v, err := strconv.ParseUint(fields[starttime], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/self/stat: start time %q: %w", fields[starttime], err)
+	}
+	return v, nil
 }
 
 // attach attaches every loaded program and swaps it in for the pinned link of a previous

@@ -135,6 +135,14 @@ type Config struct {
 	Pad          uint32
 }
 
+// EnforcerTask is struct enforcer_task: the enforcer's process, exempt from sandboxes'
+// readby rules.
+type EnforcerTask struct {
+	TGID       uint32
+	Pad        uint32
+	StartTicks uint64
+}
+
 // VerdictsPath is struct verdicts_path.
 type VerdictsPath struct {
 	Enforce uint32

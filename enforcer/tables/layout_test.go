@@ -22,6 +22,7 @@ func TestLayoutMatchesObject(t *testing.T) {
 		"identity":         Identity{},
 		"registration":     Registration{},
 		"config":           Config{},
+		"enforcer_task":    EnforcerTask{},
 		"verdicts_path":    VerdictsPath{},
 		"profile_body":     ProfileBody{},
 		"dfa_classes":      DFAClasses{},
