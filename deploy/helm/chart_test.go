@@ -611,11 +611,17 @@ func TestCopiesOfOtherManifests(t *testing.T) {
 
 func TestValuesAreChecked(t *testing.T) {
 	for name, tc := range map[string]struct{ set, want string }{
-		"an unknown TLS mode":         {"webhook.tls.mode=vault", "mode"},
-		"an unknown key":              {"webhook.replica=3", "replica"},
-		"an unknown anti-affinity":    {"webhook.podAntiAffinity=sometimes", "podAntiAffinity"},
-		"a hook setting out of range": {"enforcer.onUnavailable=maybe", "onUnavailable"},
-		"a webhook timeout over 30 s": {"webhook.timeoutSeconds=31", "timeoutSeconds"},
+		"an unknown TLS mode":              {"webhook.tls.mode=vault", "mode"},
+		"an unknown key":                   {"webhook.replica=3", "replica"},
+		"an unknown anti-affinity":         {"webhook.podAntiAffinity=sometimes", "podAntiAffinity"},
+		"a hook setting out of range":      {"enforcer.onUnavailable=maybe", "onUnavailable"},
+		"a webhook timeout over 30 s":      {"webhook.timeoutSeconds=31", "timeoutSeconds"},
+		"an unknown event log destination": {"enforcer.eventLog.destination=syslog", "destination"},
+		"a relative event log directory":   {"enforcer.eventLog.hostPath=var/log/podarmor", "hostPath"},
+		"an event log file of 0 MiB":       {"enforcer.eventLog.maxSizeMB=0", "maxSizeMB"},
+		"a negative backup count":          {"enforcer.eventLog.maxBackups=-1", "maxBackups"},
+		"a negative age":                   {"enforcer.eventLog.maxAgeDays=-1", "maxAgeDays"},
+		"BPF statistics as a string":       {"enforcer.bpfStats=yes", "bpfStats"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Render(t.Context(), RenderOptions{Helm: helmBinary(t), Root: repoRoot(t), Set: []string{tc.set}})
@@ -624,4 +630,81 @@ func TestValuesAreChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestEnforcerEventLogAndBPFStats(t *testing.T) {
+	const dir = "/var/log/podarmor"
+	tests := map[string]struct {
+		set []string
+		// args are the enforcer's arguments the values add; volume whether the log's
+		// directory is mounted.
+		args   []string
+		volume bool
+	}{
+		"by default events go to stdout and BPF statistics are off": {},
+		"a file on the node, rotated as asked": {
+			set: []string{"enforcer.eventLog.destination=file", "enforcer.eventLog.maxSizeMB=20",
+				"enforcer.eventLog.maxBackups=3", "enforcer.eventLog.maxAgeDays=7", "enforcer.eventLog.compress=true"},
+			args: []string{"--events=" + dir + "/events.jsonl", "--events-max-size-mb=20", "--events-max-backups=3",
+				"--events-max-age-days=7", "--events-compress=true"},
+			volume: true,
+		},
+		"BPF statistics on": {set: []string{"enforcer.bpfStats=true"}, args: []string{"--bpf-stats"}},
+	}
+	defaults := enforcerOf(t, render(t, RenderOptions{})).Args
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			objs := render(t, RenderOptions{Set: tc.set})
+			c := enforcerOf(t, objs)
+			var added []string
+			for _, a := range c.Args {
+				if !slices.Contains(defaults, a) {
+					added = append(added, a)
+				}
+			}
+			if !reflect.DeepEqual(added, tc.args) {
+				t.Errorf("arguments added to the defaults' %v, want %v", added, tc.args)
+			}
+			for _, a := range defaults {
+				if strings.HasPrefix(a, "--events") || a == "--bpf-stats" {
+					t.Errorf("the default arguments have %s", a)
+				}
+			}
+			var ds appsv1.DaemonSet
+			objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
+			var hostPath *corev1.HostPathVolumeSource
+			for _, v := range ds.Spec.Template.Spec.Volumes {
+				if v.Name == "event-log" {
+					hostPath = v.HostPath
+				}
+			}
+			mount := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "event-log" })
+			if !tc.volume {
+				if hostPath != nil || mount >= 0 {
+					t.Errorf("the event log's directory is mounted (%v, mount %d)", hostPath, mount)
+				}
+				return
+			}
+			if hostPath == nil || hostPath.Path != dir || hostPath.Type == nil || *hostPath.Type != corev1.HostPathDirectoryOrCreate {
+				t.Errorf("event-log volume %+v, want the host's %s, DirectoryOrCreate", hostPath, dir)
+			}
+			if mount < 0 || c.VolumeMounts[mount].MountPath != dir || c.VolumeMounts[mount].ReadOnly {
+				t.Errorf("the enforcer's mounts %+v, want event-log writable at %s", c.VolumeMounts, dir)
+			}
+		})
+	}
+}
+
+// enforcerOf is the enforcer container of the rendered DaemonSet.
+func enforcerOf(t *testing.T, objs objects) corev1.Container {
+	t.Helper()
+	var ds appsv1.DaemonSet
+	objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if c.Name == "enforcer" {
+			return c
+		}
+	}
+	t.Fatal("the DaemonSet has no enforcer container")
+	return corev1.Container{}
 }

@@ -46,6 +46,10 @@ var valueSets = map[string][]string{
 		"webhook.tls.certManager.issuerRef.kind=ClusterIssuer", "webhook.aggregatePolicyStatus=false",
 		"defaultPolicy.create=false", "defaultPolicy.name=",
 	},
+	"event log in a rotated file on the node, BPF statistics on": {
+		"enforcer.eventLog.destination=file", "enforcer.eventLog.maxSizeMB=20", "enforcer.eventLog.maxBackups=3",
+		"enforcer.eventLog.maxAgeDays=7", "enforcer.eventLog.compress=true", "enforcer.bpfStats=true",
+	},
 }
 
 // TestChartObjectsPassStrictValidation renders the chart with each value set for the

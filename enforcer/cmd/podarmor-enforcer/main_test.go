@@ -3,9 +3,14 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/podarmor/podarmor/deploy/helm"
 	"github.com/podarmor/podarmor/enforcer/event"
 )
 
@@ -112,5 +117,58 @@ func TestEventLogSettings(t *testing.T) {
 				t.Errorf("event log %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestChartArguments parses the arguments the Helm chart gives the enforcer with the
+// event log in a file and BPF statistics on: every flag exists, and the settings arrive.
+func TestChartArguments(t *testing.T) {
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := helm.HelmBinary(t.Context(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := helm.Render(t.Context(), helm.RenderOptions{Helm: bin, Root: root, Set: []string{
+		"enforcer.eventLog.destination=file", "enforcer.eventLog.hostPath=/var/log/pa", "enforcer.eventLog.maxSizeMB=7",
+		"enforcer.eventLog.maxBackups=3", "enforcer.eventLog.maxAgeDays=14", "enforcer.eventLog.compress=true",
+		"enforcer.bpfStats=true",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, doc := range helm.Documents(out) {
+		var ds struct {
+			Kind string
+			Spec struct{ Template struct{ Spec corev1.PodSpec } }
+		}
+		if err := yaml.Unmarshal(doc, &ds); err != nil {
+			t.Fatal(err)
+		}
+		if ds.Kind == "DaemonSet" {
+			c := ds.Spec.Template.Spec.Containers[0]
+			if !slices.Equal(c.Command, []string{"/usr/local/bin/podarmor-enforcer", "kubernetes"}) {
+				t.Fatalf("the DaemonSet runs %v, want podarmor-enforcer kubernetes", c.Command)
+			}
+			args = c.Args
+		}
+	}
+	v, _, err := loadConfig("kubernetes", subcommands["kubernetes"], args)
+	if err != nil {
+		t.Fatalf("the chart's arguments %v: %v", args, err)
+	}
+	var c kubernetesConfig
+	if err := v.Unmarshal(&c); err != nil {
+		t.Fatal(err)
+	}
+	want := event.LogConfig{Path: "/var/log/pa/events.jsonl", MaxSizeMB: 7, MaxBackups: 3, MaxAgeDays: 14, Compress: true}
+	if got, err := c.eventLog(); err != nil || got != want {
+		t.Errorf("event log %+v, %v; want %+v", got, err, want)
+	}
+	if !c.BPFStats {
+		t.Error("--bpf-stats is off")
 	}
 }
