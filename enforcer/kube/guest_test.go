@@ -314,6 +314,8 @@ func TestKubernetesMode(t *testing.T) {
 	})
 	mustDeny(t, ctr.Process.Pid, "/secret")
 	if m := scrape(t, httpAddr); !strings.Contains(m, `podarmor_enforcer_registrations_total{result="ok",source="reconcile"} 1`) ||
+		!strings.Contains(m, `podarmor_enforcer_registration_delay_seconds_count{source="reconcile"} 1`) ||
+		strings.Contains(m, `podarmor_enforcer_registration_delay_seconds_count{source="hook"}`) ||
 		!strings.Contains(m, "podarmor_enforcer_containers_unregistered 0") ||
 		!strings.Contains(m, `podarmor_enforcer_profiles{enforcer="AppArmor",state="Loaded"} 1`) {
 		t.Errorf("metrics:\n%s", grep(m, "podarmor_enforcer_"))
