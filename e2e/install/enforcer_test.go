@@ -37,99 +37,15 @@ import (
 // writes its node's ArmorNodeStatus owned by the Node, all with exactly the chart's
 // permissions (and, from 1.30, past the admission policy that limits it to its node).
 func TestEnforcerRunsWithTheChartsRBAC(t *testing.T) {
-	bin := enforcerBinary(t)
+	enforcerBinary(t) // built before the subtests' clocks start
 	for _, version := range framework.Versions(t) {
 		t.Run(version, func(t *testing.T) {
 			t.Parallel()
 			cp := framework.StartControlPlane(t, framework.Options{Version: version})
 			manifest := installManifest(t, cp)
 
-			var args []string
-			for _, doc := range helm.Documents(manifest) {
-				o := parse(t, doc)
-				if o.u.GetKind() == "DaemonSet" {
-					var ds struct {
-						Spec struct{ Template struct{ Spec corev1.PodSpec } }
-					}
-					mustUnmarshal(t, o.data, &ds)
-					args = ds.Spec.Template.Spec.Containers[0].Args
-				}
-			}
-			if len(args) == 0 {
-				t.Fatal("the manifest has no DaemonSet arguments")
-			}
-
 			const node = "node-a"
-			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}
-			if err := cp.Client.Create(t.Context(), n); err != nil {
-				t.Fatal(err)
-			}
-			pod := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: "podarmor-enforcer-" + node, Namespace: helm.Namespace},
-				Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "podarmor-enforcer",
-					Containers: []corev1.Container{{Name: "enforcer", Image: "localhost/podarmor/enforcer:0.1.0"}}},
-			}
-			if err := cp.Client.Create(t.Context(), pod); err != nil {
-				t.Fatal(err)
-			}
-			expiry := int64(3600)
-			tok, err := cp.Clientset.CoreV1().ServiceAccounts(helm.Namespace).CreateToken(t.Context(), "podarmor-enforcer", &authenticationv1.TokenRequest{
-				Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry, BoundObjectRef: &authenticationv1.BoundObjectReference{
-					Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID,
-				}},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			kubeconfig := tokenKubeconfig(t, cp, tok.Status.Token)
-
-			// The DaemonSet's arguments, with the node's paths moved into a scratch
-			// directory and the listener on loopback.
-			dir := t.TempDir()
-			port := freePorts(t, 1)[0]
-			full := []string{"kubernetes"}
-			for _, a := range args {
-				switch {
-				case strings.HasPrefix(a, "--seccomp-root="), strings.HasPrefix(a, "--apparmor-dir="),
-					strings.HasPrefix(a, "--nri-hook-path="), strings.HasPrefix(a, "--nri-socket="),
-					strings.HasPrefix(a, "--listen="), strings.HasPrefix(a, "--log-format="):
-					continue // replaced below
-				}
-				full = append(full, strings.ReplaceAll(a, "$(NODE_NAME)", node))
-			}
-			full = append(full,
-				"--kubeconfig="+kubeconfig,
-				"--listen=127.0.0.1:"+strconv.Itoa(port),
-				"--socket="+filepath.Join(dir, "enforcer.sock"),
-				"--unprotected-dir="+filepath.Join(dir, "unprotected"),
-				"--pin-dir="+filepath.Join(dir, "bpf"),
-				"--seccomp-root="+filepath.Join(dir, "seccomp"),
-				"--apparmor-dir="+filepath.Join(dir, "apparmor"),
-				"--events="+filepath.Join(dir, "events.json"),
-				"--log-format=text",
-			)
-			for _, d := range []string{"unprotected", "bpf", "seccomp", "apparmor"} {
-				if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-					t.Fatal(err)
-				}
-			}
-			p := startProcess(t, bin, full)
-
-			framework.WaitFor(t, 2*time.Minute, "podarmor-enforcer /readyz", func(ctx context.Context) (bool, error) {
-				if err := p.exited(); err != nil {
-					return false, err
-				}
-				req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+"/readyz", nil)
-				if err != nil {
-					return false, err
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					return false, nil
-				}
-				resp.Body.Close()
-				return resp.StatusCode == http.StatusOK, nil
-			})
+			n, p, _ := startEnforcer(t, cp, manifest, node)
 
 			// Its node's report, owned by the Node, with the default policy in it.
 			status := &v1alpha1.ArmorNodeStatus{}
@@ -164,6 +80,103 @@ func TestEnforcerRunsWithTheChartsRBAC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startEnforcer runs podarmor-enforcer kubernetes on the host as the chart's service
+// account, with a token bound to a pod on node as kubelet would mount it, and the
+// DaemonSet's arguments (the node's paths moved into a scratch directory, the listener
+// on loopback); it waits for /readyz and returns the Node, the process and its hook
+// socket.
+func startEnforcer(t *testing.T, cp *framework.ControlPlane, manifest []byte, node string) (*corev1.Node, *process, string) {
+	t.Helper()
+	bin := enforcerBinary(t)
+	var args []string
+	for _, doc := range helm.Documents(manifest) {
+		o := parse(t, doc)
+		if o.u.GetKind() == "DaemonSet" {
+			var ds struct {
+				Spec struct{ Template struct{ Spec corev1.PodSpec } }
+			}
+			mustUnmarshal(t, o.data, &ds)
+			args = ds.Spec.Template.Spec.Containers[0].Args
+		}
+	}
+	if len(args) == 0 {
+		t.Fatal("the manifest has no DaemonSet arguments")
+	}
+
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}
+	if err := cp.Client.Create(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "podarmor-enforcer-" + node, Namespace: helm.Namespace},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "podarmor-enforcer",
+			Containers: []corev1.Container{{Name: "enforcer", Image: "localhost/podarmor/enforcer:0.1.0"}}},
+	}
+	if err := cp.Client.Create(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	expiry := int64(3600)
+	tok, err := cp.Clientset.CoreV1().ServiceAccounts(helm.Namespace).CreateToken(t.Context(), "podarmor-enforcer", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry, BoundObjectRef: &authenticationv1.BoundObjectReference{
+			Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID,
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := tokenKubeconfig(t, cp, tok.Status.Token)
+
+	// The DaemonSet's arguments, with the node's paths moved into a scratch
+	// directory and the listener on loopback.
+	dir := t.TempDir()
+	port := freePorts(t, 1)[0]
+	full := []string{"kubernetes"}
+	for _, a := range args {
+		switch {
+		case strings.HasPrefix(a, "--seccomp-root="), strings.HasPrefix(a, "--apparmor-dir="),
+			strings.HasPrefix(a, "--nri-hook-path="), strings.HasPrefix(a, "--nri-socket="),
+			strings.HasPrefix(a, "--listen="), strings.HasPrefix(a, "--log-format="):
+			continue // replaced below
+		}
+		full = append(full, strings.ReplaceAll(a, "$(NODE_NAME)", node))
+	}
+	full = append(full,
+		"--kubeconfig="+kubeconfig,
+		"--listen=127.0.0.1:"+strconv.Itoa(port),
+		"--socket="+filepath.Join(dir, "enforcer.sock"),
+		"--unprotected-dir="+filepath.Join(dir, "unprotected"),
+		"--pin-dir="+filepath.Join(dir, "bpf"),
+		"--seccomp-root="+filepath.Join(dir, "seccomp"),
+		"--apparmor-dir="+filepath.Join(dir, "apparmor"),
+		"--events="+filepath.Join(dir, "events.json"),
+		"--log-format=text",
+	)
+	for _, d := range []string{"unprotected", "bpf", "seccomp", "apparmor"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startProcess(t, bin, full)
+
+	framework.WaitFor(t, 2*time.Minute, "podarmor-enforcer /readyz", func(ctx context.Context) (bool, error) {
+		if err := p.exited(); err != nil {
+			return false, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+"/readyz", nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+
+	return n, p, filepath.Join(dir, "enforcer.sock")
 }
 
 // installManifest installs the manifest the user of cp's version applies, as

@@ -404,7 +404,9 @@ func checkPermissions(t *testing.T, cp *framework.ControlPlane) {
 
 // webhookProcess is podarmor-webhook running on loopback as its service account.
 type webhookProcess struct {
-	cmd     *exec.Cmd
+	cmd *exec.Cmd
+	// url is the webhook's HTTPS address; metrics its plain HTTP one.
+	url     string
 	metrics string
 	log     *bytes.Buffer
 	mu      *sync.Mutex
@@ -456,7 +458,7 @@ func startWebhook(t *testing.T, cp *framework.ControlPlane, args []string) *webh
 	}
 
 	ports := freePorts(t, 2)
-	w := &webhookProcess{metrics: "http://127.0.0.1:" + strconv.Itoa(ports[1]), log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	w := &webhookProcess{url: "https://127.0.0.1:" + strconv.Itoa(ports[0]), metrics: "http://127.0.0.1:" + strconv.Itoa(ports[1]), log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	full := append([]string{}, args...)
 	full = append(full,
 		"--kubeconfig="+kubeconfig,
