@@ -16,10 +16,11 @@ import (
 var outageSwitchInVM = vm.ForwardIP + ":6444"
 
 // TestEnforcerAPIServerOutage runs the enforcer's Kubernetes mode in a VM on each kernel
-// series with the API server behind a switch the guest flips: for 30 s every
-// connection is cut and new ones are closed at once, as when the API server is down or
-// the node's network path to it is broken. enforcer/kube/outage_guest_test.go says what
-// is checked during and after.
+// series with the API server behind a switch the guest flips, for 30 s. On 6.1 the
+// switch cuts the network path: every connection is closed and new ones are closed at
+// once. On 6.12 it stops kube-apiserver and starts it again on the same port and etcd
+// (one kind of outage per kernel keeps the test to two VMs).
+// enforcer/kube/outage_guest_test.go says what is checked during and after.
 func TestEnforcerAPIServerOutage(t *testing.T) {
 	vm.Require(t)
 	version := framework.Versions(t)[0]
@@ -35,6 +36,10 @@ func TestEnforcerAPIServerOutage(t *testing.T) {
 			cp := framework.StartControlPlane(t, framework.Options{Version: version})
 			ns := cp.CreateNamespace(t, nil)
 			sw := newCutSwitch(t, hostOf(t, cp.Config.Host))
+			if series != "6.1" {
+				sw.stop = func() error { cp.StopAPIServer(t); return nil }
+				sw.start = func() error { return cp.StartAPIServer(t) }
+			}
 			vm.RunGoTest(t, series, vm.GoTest{
 				Binary: bin,
 				Args:   []string{"-test.run=^TestAPIServerOutage$"},
@@ -61,9 +66,11 @@ func TestEnforcerAPIServerOutage(t *testing.T) {
 
 // cutSwitch is a TCP proxy to the API server (proxy) with an HTTP switch (control):
 // GET /cut closes every proxied connection and, until GET /restore, closes new ones as
-// soon as they are accepted.
+// soon as they are accepted. With stop and start set, GET /cut calls stop instead (the
+// API server goes away) and GET /restore calls start.
 type cutSwitch struct {
 	target, proxy, control string
+	stop, start            func() error
 
 	mu      sync.Mutex
 	cut     bool
@@ -87,15 +94,33 @@ func newCutSwitch(t *testing.T, target string) *cutSwitch {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /cut", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
+		s.cuts++
+		if s.stop != nil {
+			s.mu.Unlock()
+			if err := s.stop(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			t.Log("kube-apiserver stopped")
+			return
+		}
 		defer s.mu.Unlock()
 		s.cut = true
-		s.cuts++
 		for c := range s.conns {
 			c.Close()
 		}
 		t.Logf("API server cut off (%d connections closed)", len(s.conns))
 	})
 	mux.HandleFunc("GET /restore", func(w http.ResponseWriter, r *http.Request) {
+		if s.start != nil {
+			start := time.Now()
+			if err := s.start(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			t.Logf("kube-apiserver started again, ready in %v", time.Since(start).Round(time.Millisecond))
+			return
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.cut = false
@@ -138,7 +163,10 @@ func (s *cutSwitch) serve(c net.Conn) {
 	}
 	s.mu.Unlock()
 	up, err := net.Dial("tcp", s.target)
-	if err != nil {
+	if err != nil { // the API server is stopped
+		s.mu.Lock()
+		s.refused++
+		s.mu.Unlock()
 		c.Close()
 		return
 	}

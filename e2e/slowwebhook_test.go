@@ -110,7 +110,9 @@ func TestSlowWebhook(t *testing.T) {
 				if !isTimeout(err) || !strings.Contains(err.Error(), "pods.podarmor.io") {
 					t.Errorf("refusal %q, want a timeout calling pods.podarmor.io", err)
 				}
-				if took < limit || took > limit+3*time.Second {
+				// Not before the timeout; the upper bound is loose for a loaded machine
+				// (an API server that waited for the answer would have admitted the pod).
+				if took < limit || took > 2*limit {
 					t.Errorf("refused after %v, want about timeoutSeconds (%v)", took, limit)
 				}
 				t.Logf("opted-in pod refused after %v: %v", took.Round(time.Millisecond), err)

@@ -61,6 +61,41 @@ type ControlPlane struct {
 	Dir string
 
 	etcd, apiserver *process
+	// apiserverArgv starts kube-apiserver again (StartAPIServer); restarts counts the
+	// starts after the first, for the log's name.
+	apiserverArgv []string
+	restarts      int
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL after a timeout) and leaves
+// etcd and its data: clients are refused until StartAPIServer.
+func (cp *ControlPlane) StopAPIServer(t testing.TB) {
+	cp.apiserver.stop(t)
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer, with the same command
+// line (port, etcd, certificates, tokens), and waits until it is ready. Its log is
+// kube-apiserver.N.log in Dir. Unlike most helpers it returns its error instead of
+// failing the test, so that it can run outside the test's goroutine.
+func (cp *ControlPlane) StartAPIServer(t testing.TB) error {
+	select {
+	case <-cp.apiserver.exited:
+	default:
+		return errors.New("start kube-apiserver: it is running; StopAPIServer first")
+	}
+	cp.restarts++
+	p, err := startProcess(cp.apiserverArgv, filepath.Join(cp.Dir, fmt.Sprintf("kube-apiserver.%d.log", cp.restarts)))
+	if err != nil {
+		return err
+	}
+	t.Cleanup(func() { p.stop(t) })
+	cp.apiserver = p
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := waitReady(ctx, cp.Clientset, cp.etcd, p); err != nil {
+		return fmt.Errorf("start kube-apiserver again: %w", err)
+	}
+	return nil
 }
 
 // CPUTime returns the CPU time (user and system) etcd and kube-apiserver have used so
@@ -201,6 +236,8 @@ func start(t testing.TB, bin string, opts Options) (_ *ControlPlane, err error) 
 		Dir:        dir,
 		etcd:       etcd,
 		apiserver:  apiserver,
+
+		apiserverArgv: setup.APIServer,
 	}, nil
 }
 
