@@ -23,7 +23,7 @@ import (
 
 // EnforcerCapabilities are the enforcer's capabilities, each explained in
 // docs/install.md and values.yaml; the DaemonSet must ask for exactly these.
-var EnforcerCapabilities = []corev1.Capability{"BPF", "PERFMON", "SYS_RESOURCE", "MAC_ADMIN", "SYS_PTRACE"}
+var EnforcerCapabilities = []corev1.Capability{"BPF", "PERFMON", "SYS_RESOURCE", "MAC_ADMIN", "SYS_PTRACE", "AUDIT_READ"}
 
 // enforcerHostPaths are the enforcer's host mounts with the default values.
 var enforcerHostPaths = map[string]string{
@@ -239,8 +239,10 @@ func TestEnforcerAsksForExactlyTheDocumentedPrivileges(t *testing.T) {
 			var ds appsv1.DaemonSet
 			objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
 			pod := ds.Spec.Template.Spec
-			if !pod.HostPID || pod.HostNetwork || pod.HostIPC {
-				t.Errorf("hostPID %v, hostNetwork %v, hostIPC %v; want the host's PID namespace only", pod.HostPID, pod.HostNetwork, pod.HostIPC)
+			// The network namespace for the audit multicast group (AppArmor's decisions).
+			if !pod.HostPID || !pod.HostNetwork || pod.HostIPC || pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+				t.Errorf("hostPID %v, hostNetwork %v, hostIPC %v, dnsPolicy %q; want the host's PID and network namespaces, cluster DNS",
+					pod.HostPID, pod.HostNetwork, pod.HostIPC, pod.DNSPolicy)
 			}
 			if pod.PriorityClassName != "system-node-critical" {
 				t.Errorf("priorityClassName %q, want system-node-critical", pod.PriorityClassName)

@@ -22,7 +22,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +61,7 @@ import (
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/cluster"
 	"github.com/podarmor/podarmor/policies/compile"
+	"github.com/podarmor/podarmor/policies/ruleset"
 )
 
 // Defaults of Config.
@@ -196,7 +200,10 @@ type agent struct {
 
 	mu      sync.Mutex
 	results []PolicyResult
-	ready   atomic.Bool
+	// rulesets are the compiled rule sets by profile ID, to find the rule of an AppArmor
+	// decision.
+	rulesets map[string]*ruleset.RuleSet
+	ready    atomic.Bool
 }
 
 // Run enforces the cluster's policies on the node until ctx ends.
@@ -247,6 +254,15 @@ func Run(ctx context.Context, cfg Config) error {
 		pc.AppArmor = loader
 	}
 	a.manager = profiles.New(pc)
+	// AppArmor's decisions come from the audit log, joined before any profile loads so
+	// that none is missed.
+	var audit *auditLog
+	if pc.AppArmor != nil {
+		if audit, err = a.openAudit(); err != nil {
+			log.Error("AppArmor decisions are not reported (no event lines, pod Events or pod_denials for them); AppArmor still enforces", "error", err)
+			a.missing = append(a.missing, fmt.Sprintf("AppArmor decisions not reported: %v", err))
+		}
+	}
 	for name, why := range map[string]string{"BPF LSM": pc.BPFMissing, "AppArmor": pc.AppArmorMissing} {
 		if why != "" {
 			a.missing = append(a.missing, fmt.Sprintf("%s unavailable: %s", name, why))
@@ -260,6 +276,7 @@ func Run(ctx context.Context, cfg Config) error {
 		hooks = a.enf.Hooks()
 	}
 	a.metrics.setFeatures(features, hooks)
+	a.metrics.setFeature("apparmor_audit", audit != nil)
 	status, err := nodestatus.New(dyn, cfg.NodeName, nodestatus.Options{Logger: log})
 	if err != nil {
 		return err
@@ -338,6 +355,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := a.pods.AddEventHandler(wake(a.podChanged)); err != nil {
 		return err
 	}
+	// A pod that leaves the node takes its denial counters with it.
+	if _, err := a.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if pod, ok := obj.(*corev1.Pod); ok {
+			a.metrics.forgetPod(pod.Namespace, pod.Name)
+		}
+	}}); err != nil {
+		return err
+	}
 
 	httpAddr, stopHTTP, err := a.serveHTTP()
 	if err != nil {
@@ -379,11 +407,17 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() {
 			defer readers.Done()
 			for ev := range ch {
-				r := a.record(ev)
-				if cfg.Events != nil {
-					if err := cfg.Events.Write(r); err != nil {
-						log.Error("write event", "error", err)
-					}
+				a.write(a.record(ev))
+			}
+		}()
+	}
+	if audit != nil {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for text := range audit.records(ctx) {
+				if r, ok := a.recordAppArmor(text); ok {
+					a.write(r)
 				}
 			}
 		}()
@@ -466,6 +500,10 @@ func (a *agent) applyPolicies(ctx context.Context, opts compile.Options) {
 	start := time.Now()
 	compiled, meta, failed := compileAll(sources(a.armor.GetStore(), a.cluster.GetStore()), opts)
 	applied := a.manager.Apply(ctx, compiled)
+	rulesets := make(map[string]*ruleset.RuleSet, len(compiled))
+	for _, c := range compiled {
+		rulesets[c.Result.RuleSet.ProfileID] = c.Result.RuleSet
+	}
 	results := make([]PolicyResult, 0, len(applied)+len(failed))
 	for _, r := range applied {
 		pr := meta[r.ProfileID]
@@ -480,6 +518,7 @@ func (a *agent) applyPolicies(ctx context.Context, opts compile.Options) {
 	a.metrics.observeApply(results, time.Since(start))
 	a.mu.Lock()
 	a.results = results
+	a.rulesets = rulesets
 	a.mu.Unlock()
 	a.log.Debug("policies applied", "policies", len(results), "took", time.Since(start).Round(time.Millisecond))
 	if a.cfg.Results != nil {
@@ -492,12 +531,82 @@ func (a *agent) applyPolicies(ctx context.Context, opts compile.Options) {
 	}
 }
 
+// write writes a record to the event log, if there is one.
+func (a *agent) write(r event.Record) {
+	if a.cfg.Events == nil {
+		return
+	}
+	if err := a.cfg.Events.Write(r); err != nil {
+		a.log.Error("write event", "error", err)
+	}
+}
+
 // record is the event record of a BPF decision, with its container's pod and its
-// policy; a denial also becomes a Kubernetes Event on the pod, within its budget.
+// policy; a denial also becomes a Kubernetes Event on the pod, within its budget, and
+// is counted for the pod.
 func (a *agent) record(ev bpf.Event) event.Record {
 	r := event.FromBPF(ev.Event, ev.Profile, ev.Rule, ev.PathText, ev.Address)
-	r.Node = a.cfg.NodeName
 	r.Container = a.reg.ContainerOf(r.MountNamespace)
+	ref, ok := a.resolver.containerPod(r.Container)
+	a.place(&r, ref, ok)
+	return r
+}
+
+// recordAppArmor is the event record of an audit record of AppArmor, like record's of
+// a BPF decision; ok is false for records that are not decisions of a podarmor profile.
+// AppArmor does not name the rule or the container: the rule is the policy's that
+// covers the operation (event.Attribute), and the container is found from the
+// process's cgroup, which names the container and its pod (or, failing that, its
+// mount namespace, if registered with BPF). A process that has exited by the time the
+// record is read leaves its record without a pod.
+func (a *agent) recordAppArmor(text string) (event.Record, bool) {
+	r, ok := event.FromAppArmor(text)
+	if !ok {
+		return r, false
+	}
+	a.mu.Lock()
+	rs := a.rulesets[r.Profile]
+	a.mu.Unlock()
+	event.Attribute(rs, &r)
+	var ref podRef
+	found := false
+	procDir := filepath.Join(a.cfg.Proc, strconv.FormatUint(uint64(r.PID), 10))
+	if data, err := os.ReadFile(filepath.Join(procDir, "cgroup")); err == nil {
+		if id, uid, isCtr := parseCgroup(data); isCtr {
+			r.Container = id
+			ref, found = a.resolver.containerPod(id)
+			if !found {
+				ref, found = a.podOfContainer(uid, id)
+			}
+		}
+	}
+	if ns, err := hook.MountNamespace(filepath.Join(procDir, "ns", "mnt")); err == nil {
+		r.MountNamespace = ns
+		if r.Container == "" {
+			r.Container = a.reg.ContainerOf(ns)
+			ref, found = a.resolver.containerPod(r.Container)
+		}
+	}
+	a.place(&r, ref, found)
+	return r, true
+}
+
+// podOfContainer is the pod, from the node's pod cache, of a container its cgroup
+// names, for containers the hook did not resolve.
+func (a *agent) podOfContainer(uid types.UID, id string) (podRef, bool) {
+	objs, err := a.pods.GetIndexer().ByIndex(indexUID, string(uid))
+	if err != nil || len(objs) == 0 {
+		return podRef{}, false
+	}
+	pod := objs[0].(*corev1.Pod)
+	return podRef{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Container: containerIDs(pod)[id]}, true
+}
+
+// place completes a record with its node, policy and, when known, the container's pod
+// (ref); a denial of a pod's container becomes a Kubernetes Event on the pod, within
+// its budget, and is counted for the pod while the pod is on the node.
+func (a *agent) place(r *event.Record, ref podRef, known bool) {
+	r.Node = a.cfg.NodeName
 	a.mu.Lock()
 	for _, pr := range a.results {
 		if pr.ProfileID == r.Profile {
@@ -506,13 +615,31 @@ func (a *agent) record(ev bpf.Event) event.Record {
 		}
 	}
 	a.mu.Unlock()
-	if ref, ok := a.resolver.containerPod(r.Container); ok {
-		r.Namespace, r.Pod, r.ContainerName = ref.Namespace, ref.Name, ref.Container
-		if a.cfg.PodEventBurst > 0 {
-			a.podEvents.record(ref, r)
+	if !known {
+		return
+	}
+	r.Namespace, r.Pod, r.ContainerName = ref.Namespace, ref.Name, ref.Container
+	if a.cfg.PodEventBurst > 0 {
+		a.podEvents.record(ref, *r)
+	}
+	if r.Action == v1alpha1.ActionEnforce {
+		// A pod already gone from the node's cache would leave a series nobody deletes.
+		if _, exists, err := a.pods.GetIndexer().GetByKey(ref.Namespace + "/" + ref.Name); err == nil && exists {
+			a.metrics.countPodDenial(ref.Namespace, ref.Name, r.Policy)
 		}
 	}
-	return r
+}
+
+// openAudit joins the kernel's audit log for AppArmor's decisions, and says why not
+// when it cannot deliver them.
+func (a *agent) openAudit() (*auditLog, error) {
+	if in, ok := inInitialNetNamespace(a.cfg.Proc); ok && !in {
+		return nil, errors.New("the enforcer is not in the node's network namespace, the only one the kernel sends audit records to (run its pod with hostNetwork: true)")
+	}
+	return openAuditLog(func() {
+		a.metrics.auditLost.Inc()
+		a.log.Warn("audit records lost: the audit socket's buffer was full; some AppArmor decisions are not reported")
+	})
 }
 
 // reconcile registers the node's sandboxed containers that are not registered and

@@ -30,6 +30,8 @@ type metrics struct {
 	loadDuration    *prometheus.HistogramVec
 	loadErrors      *prometheus.CounterVec
 	features        *prometheus.GaugeVec
+	podDenials      *prometheus.CounterVec
+	auditLost       prometheus.Counter
 }
 
 // backends are the values of the backend label: the enforcers, as the compiler's
@@ -103,8 +105,16 @@ func newMetrics(a *agent) *metrics {
 		}, []string{"backend"}),
 		features: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podarmor_enforcer_kernel_feature",
-			Help: "1 when the node offers a feature podarmor uses, 0 when not: bpf_lsm, apparmor, seccomp, and lsm_hook/<hook> for each LSM hook of the BPF programs (probed when BPF LSM is available).",
+			Help: "1 when the node offers a feature podarmor uses, 0 when not: bpf_lsm, apparmor, seccomp, apparmor_audit (the audit log that reports AppArmor's decisions can be read), and lsm_hook/<hook> for each LSM hook of the BPF programs (probed when BPF LSM is available).",
 		}, []string{"feature"}),
+		podDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podarmor_enforcer_pod_denials_total",
+			Help: "Denials (BPF and AppArmor) of the containers of a pod on this node, by namespace, pod and policy, counted from the events the enforcer receives: a lower bound when events are dropped or rate-limited (decisions_total is exact). A pod's series are deleted when it leaves the node.",
+		}, []string{"namespace", "pod", "policy"}),
+		auditLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podarmor_enforcer_audit_overflows_total",
+			Help: "Times the kernel reported that audit records (AppArmor's decisions) were lost because the enforcer's audit socket buffer was full.",
+		}),
 	}
 	for _, b := range backends {
 		m.compileErrors.WithLabelValues(b)
@@ -115,7 +125,7 @@ func newMetrics(a *agent) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.registrations, m.delay, m.applyDuration, m.profiles, m.policies, m.registered, m.unregistered, m.suppressed,
-		m.compileDuration, m.compileErrors, m.loadDuration, m.loadErrors, m.features}
+		m.compileDuration, m.compileErrors, m.loadDuration, m.loadErrors, m.features, m.podDenials, m.auditLost}
 }
 
 // observeLoad is profiles.Config.Observe.
@@ -175,6 +185,26 @@ func (m *metrics) setFeatures(f v1alpha1.NodeFeatures, hooks []bpf.Hook) {
 	for _, h := range hooks {
 		flag("lsm_hook/"+h.Name, h.Attached)
 	}
+}
+
+// setFeature publishes one feature flag.
+func (m *metrics) setFeature(name string, on bool) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.features.WithLabelValues(name).Set(v)
+}
+
+// countPodDenial counts a denial of a container of pod namespace/name.
+func (m *metrics) countPodDenial(namespace, name, policy string) {
+	m.podDenials.WithLabelValues(namespace, name, policy).Inc()
+}
+
+// forgetPod deletes the denial counters of a pod that left the node, which keeps their
+// number bounded by the pods on the node.
+func (m *metrics) forgetPod(namespace, name string) {
+	m.podDenials.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "pod": name})
 }
 
 // Describe implements prometheus.Collector.

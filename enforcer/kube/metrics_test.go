@@ -3,7 +3,9 @@ package kube
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -81,6 +83,8 @@ func enforcerMetrics(t *testing.T) prometheus.Gatherer {
 		t.Fatal(errs)
 	}
 	a.metrics.setFeatures(v1alpha1.NodeFeatures{BPFLSM: true, AppArmor: true}, fakeKernel{}.Hooks())
+	a.metrics.setFeature("apparmor_audit", true)
+	a.metrics.countPodDenial("shop", "web-1", "ArmorPolicy shop/web")
 
 	addr, stop, err := a.serveHTTP()
 	if err != nil {
@@ -132,5 +136,49 @@ func TestInventory(t *testing.T) {
 	}
 	if err := inventory.Check("../../deploy/monitoring/inventory/enforcer.json", got, *update); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPodDenials: denials are counted per pod and policy, and a pod that leaves the
+// node takes its series with it, leaving other pods' alone.
+func TestPodDenials(t *testing.T) {
+	m := newMetrics(&agent{})
+	for range 3 {
+		m.countPodDenial("shop", "web-1", "ArmorPolicy shop/web")
+	}
+	m.countPodDenial("shop", "web-1", "ClusterArmorPolicy default")
+	m.countPodDenial("shop", "web-2", "ArmorPolicy shop/web")
+	m.countPodDenial("bank", "web-1", "ArmorPolicy bank/web")
+	value := func(ns, pod, policy string) float64 {
+		var out dto.Metric
+		if err := m.podDenials.WithLabelValues(ns, pod, policy).Write(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.GetCounter().GetValue()
+	}
+	if got := value("shop", "web-1", "ArmorPolicy shop/web"); got != 3 {
+		t.Errorf("shop/web-1 = %v, want 3", got)
+	}
+	m.forgetPod("shop", "web-1")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.podDenials)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range s.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			left = append(left, fmt.Sprintf("%s/%s %s = %v", l["namespace"], l["pod"], l["policy"], s.GetCounter().GetValue()))
+		}
+	}
+	want := []string{"bank/web-1 ArmorPolicy bank/web = 1", "shop/web-2 ArmorPolicy shop/web = 1"}
+	slices.Sort(left)
+	if !slices.Equal(left, want) {
+		t.Errorf("after shop/web-1 left: %q, want %q", left, want)
 	}
 }

@@ -1,0 +1,49 @@
+package kube
+
+import (
+	"encoding/binary"
+	"slices"
+	"syscall"
+	"testing"
+)
+
+// netlinkMessage is one netlink message of type typ carrying data, padded as the kernel
+// pads it.
+func netlinkMessage(typ uint16, data string) []byte {
+	n := syscall.NLMSG_HDRLEN + len(data)
+	msg := make([]byte, (n+syscall.NLMSG_ALIGNTO-1)&^(syscall.NLMSG_ALIGNTO-1))
+	binary.NativeEndian.PutUint32(msg[0:4], uint32(n))
+	binary.NativeEndian.PutUint16(msg[4:6], typ)
+	copy(msg[syscall.NLMSG_HDRLEN:], data)
+	return msg
+}
+
+func TestAuditTexts(t *testing.T) {
+	const avc = `audit(1700000000.123:45): apparmor="DENIED" operation="open" class="file" profile="podarmor-ap.shop.web" name="/secret" pid=9 comm="sh" requested_mask="r" denied_mask="r" fsuid=0 ouid=0`
+	tests := map[string]struct {
+		datagram []byte
+		want     []string
+	}{
+		"an AppArmor record (AUDIT_AVC) is passed on without its padding": {
+			datagram: netlinkMessage(1400, avc+"\x00"),
+			want:     []string{avc},
+		},
+		"two records in one datagram are both passed on": {
+			datagram: append(netlinkMessage(1400, avc), netlinkMessage(1300, "audit(1700000000.123:45): arch=c000003e syscall=257")...),
+			want:     []string{avc, "audit(1700000000.123:45): arch=c000003e syscall=257"},
+		},
+		"netlink's own messages are skipped": {
+			datagram: netlinkMessage(syscall.NLMSG_DONE, "x"),
+		},
+		"a truncated datagram yields nothing": {
+			datagram: netlinkMessage(1400, avc)[:10],
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := auditTexts(tc.datagram); !slices.Equal(got, tc.want) {
+				t.Errorf("auditTexts = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
