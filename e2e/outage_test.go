@@ -1,13 +1,29 @@
 package e2e
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
+
+	"github.com/podarmor/podarmor/deploy/helm"
 	"github.com/podarmor/podarmor/e2e/framework"
 	"github.com/podarmor/podarmor/e2e/vm"
 )
@@ -20,7 +36,11 @@ var outageSwitchInVM = vm.ForwardIP + ":6444"
 // switch cuts the network path: every connection is closed and new ones are closed at
 // once. On 6.12 it stops kube-apiserver and starts it again on the same port and etcd
 // (one kind of outage per kernel keeps the test to two VMs).
-// enforcer/kube/outage_guest_test.go says what is checked during and after.
+// enforcer/kube/outage_guest_test.go says what is checked during and after. The enforcer
+// runs as the chart's service account with the chart's RBAC (deploy/podarmor.yaml), with
+// a token bound to a pod on its node; the API server's audit log shows that it was
+// refused nothing and that it created and patched Events for its denials, which
+// e2e/install's RBAC test cannot cause on a kernel without BPF LSM.
 func TestEnforcerAPIServerOutage(t *testing.T) {
 	vm.Require(t)
 	version := framework.Versions(t)[0]
@@ -33,8 +53,10 @@ func TestEnforcerAPIServerOutage(t *testing.T) {
 	for _, series := range vm.Series() {
 		t.Run(series, func(t *testing.T) {
 			t.Parallel()
-			cp := framework.StartControlPlane(t, framework.Options{Version: version})
+			auditLog := filepath.Join(t.TempDir(), "audit.log")
+			cp := framework.StartControlPlane(t, framework.Options{Version: version, APIServerFlags: auditFlags(t, auditLog, enforcerUser)})
 			ns := cp.CreateNamespace(t, nil)
+			agentKubeconfig := chartEnforcerKubeconfig(t, cp, "vm-node")
 			sw := newCutSwitch(t, hostOf(t, cp.Config.Host))
 			if series != "6.1" {
 				sw.stop = func() error { cp.StopAPIServer(t); return nil }
@@ -44,8 +66,11 @@ func TestEnforcerAPIServerOutage(t *testing.T) {
 				Binary: bin,
 				Args:   []string{"-test.run=^TestAPIServerOutage$"},
 				Env: []string{"PODARMOR_TEST_KUBECONFIG=/etc/podarmor/kubeconfig", "PODARMOR_TEST_NAMESPACE=" + ns.Name,
-					"PODARMOR_TEST_OUTAGE_URL=http://" + outageSwitchInVM},
-				Files: []vm.File{{Source: guestKubeconfig(t, cp.Kubeconfig), Path: "/etc/podarmor/kubeconfig"}},
+					"PODARMOR_TEST_AGENT_KUBECONFIG=/etc/podarmor/agent.kubeconfig", "PODARMOR_TEST_OUTAGE_URL=http://" + outageSwitchInVM},
+				Files: []vm.File{
+					{Source: guestKubeconfig(t, cp.Kubeconfig), Path: "/etc/podarmor/kubeconfig"},
+					{Source: guestKubeconfig(t, agentKubeconfig), Path: "/etc/podarmor/agent.kubeconfig"},
+				},
 				Forwards: []vm.Forward{
 					{GuestAddr: apiServerInVM, Host: sw.proxy},
 					{GuestAddr: outageSwitchInVM, Host: sw.control},
@@ -60,6 +85,16 @@ func TestEnforcerAPIServerOutage(t *testing.T) {
 				t.Errorf("the switch was cut %d times and refused %d connections; want one cut that refused some", cuts, refused)
 			}
 			t.Logf("during the outage %d connections were refused", refused)
+			used, refusals := auditOf(t, auditLog, enforcerUser)
+			for _, r := range refusals {
+				t.Errorf("the enforcer was refused %s", r)
+			}
+			for _, want := range []string{"create events.k8s.io/events", "patch events.k8s.io/events"} {
+				if !slices.Contains(used, want) {
+					t.Errorf("the enforcer did not %s with the chart's RBAC; it did: %v", want, used)
+				}
+			}
+			t.Logf("the enforcer's requests, as the chart's service account: %v", used)
 		})
 	}
 }
@@ -195,4 +230,129 @@ func (s *cutSwitch) serve(c net.Conn) {
 	delete(s.conns, c)
 	delete(s.conns, up)
 	s.mu.Unlock()
+}
+
+// enforcerUser is the chart's enforcer service account.
+const enforcerUser = "system:serviceaccount:" + helm.Namespace + ":podarmor-enforcer"
+
+// auditFlags are kube-apiserver flags that write every request of user to file.
+func auditFlags(t *testing.T, file, user string) []string {
+	t.Helper()
+	policy := filepath.Join(t.TempDir(), "audit-policy.yaml")
+	data := fmt.Sprintf("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n    users: [%q]\n  - level: None\n", user)
+	if err := os.WriteFile(policy, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--audit-policy-file=" + policy, "--audit-log-path=" + file, "--audit-log-mode=blocking"}
+}
+
+// auditOf reads the audit log: the distinct "verb group/resource" of user's allowed
+// requests, sorted, and its refused requests.
+func auditOf(t *testing.T, file, user string) (used, refused []string) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var e struct {
+			Verb        string
+			User        struct{ Username string }
+			RequestURI  string
+			ObjectRef   *struct{ Resource, Subresource, APIGroup string }
+			Annotations map[string]string
+		}
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("audit log line %q: %v", sc.Text(), err)
+		}
+		if e.User.Username != user {
+			continue
+		}
+		if d := e.Annotations["authorization.k8s.io/decision"]; d != "allow" {
+			refused = append(refused, fmt.Sprintf("%s %s (%s)", e.Verb, e.RequestURI, d))
+			continue
+		}
+		if e.ObjectRef == nil {
+			continue
+		}
+		r := e.ObjectRef.Resource
+		if e.ObjectRef.Subresource != "" {
+			r += "/" + e.ObjectRef.Subresource
+		}
+		if e.ObjectRef.APIGroup != "" {
+			r = e.ObjectRef.APIGroup + "/" + r
+		}
+		if k := e.Verb + " " + r; !slices.Contains(used, k) {
+			used = append(used, k)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(used)
+	return used, refused
+}
+
+// chartEnforcerKubeconfig creates the enforcer's service account, RBAC and node-status
+// admission policy from deploy/podarmor.yaml (the chart rendered for the newest
+// Kubernetes), a Node and a pod of the enforcer on it, and returns a kubeconfig with a
+// token of the service account bound to that pod, as kubelet mounts it.
+func chartEnforcerKubeconfig(t *testing.T, cp *framework.ControlPlane, node string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "deploy", "podarmor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	for _, doc := range helm.Documents(data) {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
+			t.Fatalf("deploy/podarmor.yaml: %v", err)
+		}
+		switch k := u.GetKind(); {
+		case k == "Namespace",
+			(k == "ServiceAccount" || k == "ClusterRole" || k == "ClusterRoleBinding") && u.GetName() == "podarmor-enforcer",
+			strings.HasPrefix(k, "ValidatingAdmissionPolicy"):
+			if err := cp.Client.Create(t.Context(), u); err != nil {
+				t.Fatalf("create %s %s from deploy/podarmor.yaml: %v", k, u.GetName(), err)
+			}
+			created++
+		}
+	}
+	if created != 6 {
+		t.Fatalf("deploy/podarmor.yaml: %d of the enforcer's 6 objects (namespace, service account, RBAC, admission policy)", created)
+	}
+	if err := cp.Client.Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "podarmor-enforcer-" + node, Namespace: helm.Namespace},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "podarmor-enforcer",
+			Containers: []corev1.Container{{Name: "enforcer", Image: "localhost/podarmor/enforcer:0.1.0"}}},
+	}
+	if err := cp.Client.Create(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	expiry := int64(3600)
+	tok, err := cp.Clientset.CoreV1().ServiceAccounts(helm.Namespace).CreateToken(t.Context(), "podarmor-enforcer", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry, BoundObjectRef: &authenticationv1.BoundObjectReference{
+			Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID,
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cp.Config.Host, CertificateAuthorityData: cp.Config.CAData}
+	kc.AuthInfos["enforcer"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "enforcer"}
+	kc.CurrentContext = "c"
+	path := filepath.Join(t.TempDir(), "enforcer.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -53,8 +53,8 @@ var unforced = map[string]map[grant]string{
 		{"", "", "namespaces", "", "get"}: "a pod of a namespace the webhook's namespace cache has not seen yet (webhook/cmd/podarmor-webhook main.go: the Namespace lookup of server.Config); a race with the cache",
 	},
 	"podarmor-enforcer": {
-		{"", "events.k8s.io", "events", "", "create"}: "an Event for a denial (enforcer/kube/events.go); this kernel cannot deny: TestEnforcerKubernetesMode sees the Events in a VM",
-		{"", "events.k8s.io", "events", "", "patch"}:  "the series of a repeated denial's Event (enforcer/kube/events.go); as create",
+		{"", "events.k8s.io", "events", "", "create"}: "an Event for a denial (enforcer/kube/events.go); this kernel cannot deny: e2e's TestEnforcerAPIServerOutage sees the chart's service account create them in a VM",
+		{"", "events.k8s.io", "events", "", "patch"}:  "the series of a repeated denial's Event (enforcer/kube/events.go); as create, and patched there too",
 	},
 }
 

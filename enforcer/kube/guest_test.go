@@ -37,7 +37,10 @@ import (
 const (
 	envKubeconfig = "PODARMOR_TEST_KUBECONFIG"
 	envNamespace  = "PODARMOR_TEST_NAMESPACE"
-	testNode      = "vm-node"
+	// envAgentKubeconfig, when set, is the agent's own kubeconfig (envKubeconfig is the
+	// test's, an admin's).
+	envAgentKubeconfig = "PODARMOR_TEST_AGENT_KUBECONFIG"
+	testNode           = "vm-node"
 )
 
 // TestKubernetesMode runs the enforcer's Kubernetes mode on a real kernel against a real
@@ -134,6 +137,14 @@ func startAgent(tb testing.TB, ctx context.Context, eventLog io.Writer, level sl
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// The agent itself may run as another user (the chart's service account); the test
+	// acts as the admin.
+	agentREST := rest
+	if file := os.Getenv(envAgentKubeconfig); file != "" {
+		if agentREST, err = clientcmd.BuildConfigFromFlags("", file); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	h := &agentHarness{
 		ns: ns, kube: kubernetes.NewForConfigOrDie(rest),
 		policies: dynamic.NewForConfigOrDie(rest).Resource(armorPolicies).Namespace(ns),
@@ -150,7 +161,7 @@ func startAgent(tb testing.TB, ctx context.Context, eventLog io.Writer, level sl
 	ready := make(chan string, 1)
 	go func() {
 		h.done <- Run(ctx, Config{
-			NodeName: testNode, REST: rest, APIServer: []string{"10.96.0.1"},
+			NodeName: testNode, REST: agentREST, APIServer: []string{"10.96.0.1"},
 			Socket: h.socket, ReconcileInterval: time.Second, Listen: "127.0.0.1:0", BPFStats: true,
 			Events: event.NewWriter(eventLog), PodEventBurst: 3,
 			Loaded: func(e *bpf.Enforcer) { loaded <- e },
