@@ -3,6 +3,7 @@ package kube
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +29,8 @@ type auditLog struct {
 	f *os.File
 	// lost counts the times the socket's buffer overflowed (records were lost).
 	lost func()
+	// stopped, if set, is told why reading stopped before ctx ended.
+	stopped func(error)
 }
 
 // openAuditLog joins the audit multicast group. lost, if set, is called whenever the
@@ -79,6 +82,9 @@ func (l *auditLog) records(ctx context.Context) <-chan string {
 				continue
 			}
 			if err != nil {
+				if ctx.Err() == nil && l.stopped != nil {
+					l.stopped(err)
+				}
 				return
 			}
 			for _, text := range auditTexts(buf[:n]) {
@@ -94,18 +100,23 @@ func (l *auditLog) records(ctx context.Context) <-chan string {
 }
 
 // auditTexts are the texts of the audit records in one netlink datagram ("audit(…):
-// apparmor=…" for an AppArmor decision); malformed messages are skipped.
+// apparmor=…" for an AppArmor decision); netlink's own messages are skipped, and so is
+// whatever follows a malformed header. The kernel sends an audit record without the
+// padding to 4 bytes that netlink messages normally carry (the datagram ends where
+// the text does), which syscall.ParseNetlinkMessage refuses; hence this parser.
 func auditTexts(datagram []byte) []string {
-	msgs, err := syscall.ParseNetlinkMessage(datagram)
-	if err != nil {
-		return nil
-	}
 	var out []string
-	for _, m := range msgs {
-		if m.Header.Type < auditFirstUserMessage {
-			continue // netlink's own messages (done, error, ...)
+	for len(datagram) >= syscall.NLMSG_HDRLEN {
+		length := int(binary.NativeEndian.Uint32(datagram[0:4]))
+		typ := binary.NativeEndian.Uint16(datagram[4:6])
+		if length < syscall.NLMSG_HDRLEN || length > len(datagram) {
+			break
 		}
-		out = append(out, string(bytes.TrimRight(m.Data, "\x00\n")))
+		if typ >= auditFirstUserMessage {
+			out = append(out, string(bytes.TrimRight(datagram[syscall.NLMSG_HDRLEN:length], "\x00\n")))
+		}
+		next := (length + syscall.NLMSG_ALIGNTO - 1) &^ (syscall.NLMSG_ALIGNTO - 1)
+		datagram = datagram[min(next, len(datagram)):]
 	}
 	return out
 }

@@ -32,6 +32,10 @@ func TestAuditTexts(t *testing.T) {
 			datagram: append(netlinkMessage(1400, avc), netlinkMessage(1300, "audit(1700000000.123:45): arch=c000003e syscall=257")...),
 			want:     []string{avc, "audit(1700000000.123:45): arch=c000003e syscall=257"},
 		},
+		"a record that ends unpadded, as the kernel sends it, is passed on": {
+			datagram: netlinkMessage(1400, avc+"x")[:syscall.NLMSG_HDRLEN+len(avc)+1],
+			want:     []string{avc + "x"},
+		},
 		"netlink's own messages are skipped": {
 			datagram: netlinkMessage(syscall.NLMSG_DONE, "x"),
 		},

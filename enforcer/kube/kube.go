@@ -415,6 +415,10 @@ func Run(ctx context.Context, cfg Config) error {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
+			audit.stopped = func(err error) {
+				log.Error("reading the audit log stopped: AppArmor decisions are no longer reported", "error", err)
+				a.metrics.setFeature("apparmor_audit", false)
+			}
 			for text := range audit.records(ctx) {
 				if r, ok := a.recordAppArmor(text); ok {
 					a.write(r)
