@@ -27,11 +27,29 @@ import (
 const (
 	envHook = "PODARMOR_TEST_OCI_HOOK"
 	envNoop = "PODARMOR_TEST_NOOP"
+	// envOpenWrite makes it open the file it names for writing (no O_CREAT, which
+	// would make the check a create one on some kernels) and say how that went.
+	envOpenWrite = "PODARMOR_TEST_OPEN_WRITE"
 )
+
+// openWrite opens file for writing, prints the result, stays a few seconds (so that the
+// enforcer finds the process's cgroup) and exits.
+func openWrite(file string) {
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err == nil {
+		f.Close()
+	}
+	fmt.Printf("open %s for writing: %v\n", file, err)
+	time.Sleep(3 * time.Second)
+	os.Exit(0)
+}
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envNoop) != "" {
 		os.Exit(0)
+	}
+	if file := os.Getenv(envOpenWrite); file != "" {
+		openWrite(file)
 	}
 	if socket := os.Getenv(envHook); socket != "" {
 		err := hook.RunOCI(context.Background(), hook.OCIConfig{Client: hook.Client{Socket: socket}}, os.Stdin)

@@ -296,6 +296,54 @@ func TestKubernetesMode(t *testing.T) {
 		return countRecords(t, eventLogPath) == [2]int{11, audited}
 	})
 
+	// AppArmor's decisions come from the kernel's audit log: a write to /proc/sys by a
+	// process of the container (its mount namespace and cgroup) under the policy's
+	// AppArmor profile (the built-in rule runtime-default-proc-write; AppArmor cannot
+	// take read alone away, so custom/no-secret is BPF's only) is one JSON line naming
+	// the pod, and is counted for the pod with the BPF denials.
+	const procFile = "/proc/sys/kernel/domainname"
+	aaPID, aaComm := denyUnderAppArmor(t, ctr.Process.Pid, pod, cid, aaName, procFile)
+	isAppArmor := func(line string) bool { return strings.Contains(line, `"enforcer":"AppArmor"`) }
+	for deadline := time.Now().Add(30 * time.Second); len(grepLines(readFile(t, eventLogPath), isAppArmor)) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			netlink, _ := os.ReadFile("/proc/net/netlink")
+			t.Logf("/proc/net/netlink:\n%s", netlink)
+			dmesg, _ := exec.Command("dmesg").CombinedOutput()
+			t.Fatalf("no line for the AppArmor denial after 30 s; the kernel log's AppArmor lines:\n%s", grepLines(string(dmesg), func(l string) bool { return strings.Contains(l, "apparmor") }))
+		}
+	}
+	time.Sleep(time.Second) // a second line, if any, would be there by now
+	aaLines := grepLines(readFile(t, eventLogPath), isAppArmor)
+	if len(aaLines) != 1 {
+		t.Fatalf("AppArmor lines: %q, want one", aaLines)
+	}
+	var aaRec event.Record
+	if err := json.Unmarshal([]byte(aaLines[0]), &aaRec); err != nil {
+		t.Fatal(err)
+	}
+	aaRec.Time = time.Time{}
+	wantAA := event.Record{
+		Enforcer: v1alpha1.EnforcerAppArmor, Action: v1alpha1.ActionEnforce, Profile: id, Rule: "builtin/runtime-default-proc-write",
+		Hook: "open", Operation: "write", Path: procFile, Container: cid,
+		Node: testNode, Namespace: ns, Pod: "web", ContainerName: "app", Policy: "ArmorPolicy " + ns + "/web",
+		MountNamespace: mountNamespace(t, ctr.Process.Pid), PID: uint32(aaPID), Comm: aaComm,
+	}
+	if aaRec != wantAA {
+		t.Errorf("AppArmor record %s\nwant %+v", aaLines[0], wantAA)
+	}
+	podDenials := fmt.Sprintf(`podarmor_enforcer_pod_denials_total{namespace=%q,pod="web",policy="ArmorPolicy %s/web"}`, ns, ns)
+	m := scrape(t, httpAddr)
+	if got := metricValue(m, podDenials); got != 11+1 {
+		t.Errorf("%s = %v, want 12 (11 BPF denials, 1 AppArmor)", podDenials, got)
+	}
+	if got := metricValue(m, `podarmor_enforcer_kernel_feature{feature="apparmor_audit"}`); got != 1 {
+		t.Errorf("apparmor_audit feature = %v, want 1", got)
+	}
+	// The BPF denials are still 11: AppArmor's is not among them.
+	if got := metricValue(m, fmt.Sprintf(`podarmor_enforcer_decisions_total{action="enforce",profile=%q,rule="custom/no-secret"}`, id)); got != 11 {
+		t.Errorf("BPF decisions = %v, want 11", got)
+	}
+
 	// A container of a pod without the label is left alone.
 	plainPod := h.createPod(t, ctx, "plain", "")
 	plain := startContainer(t, plainPod, strings.Repeat("cd", 32))
@@ -373,6 +421,15 @@ func TestKubernetesMode(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is not loaded on this node") {
 		t.Errorf("container of a deleted policy's pod: %v", err)
 	}
+
+	// The pod's denial counter leaves the node with the pod.
+	zero := int64(0)
+	if err := kube.CoreV1().Pods(ns).Delete(ctx, "web", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the deleted pod's denial counter to go", func() bool {
+		return !strings.Contains(scrape(t, httpAddr), `podarmor_enforcer_pod_denials_total{namespace="`+ns+`",pod="web"`)
+	})
 
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
@@ -579,4 +636,47 @@ func mustUnstructured(t testing.TB, js string) *unstructured.Unstructured {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// denyUnderAppArmor runs, in the mount namespace of pid and the cgroup of container cid
+// of pod, the test binary confined by AppArmor profile profile, opening file for
+// writing, which the profile denies (EACCES: AppArmor's, where BPF's is EPERM); it
+// outlives the open by a few seconds, so that the enforcer finds its cgroup. It returns
+// the process's pid and comm.
+func denyUnderAppArmor(t testing.TB, pid int, pod *corev1.Pod, cid, profile, file string) (int, string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	attr := "/proc/self/attr/apparmor/exec"
+	if _, err := os.Stat(attr); err != nil {
+		attr = "/proc/self/attr/exec"
+	}
+	script := fmt.Sprintf(`echo -n "exec %s" > %s && exec %s`, profile, attr, self)
+	cmd := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), envOpenWrite+"="+file)
+	cg := filepath.Join("/sys/fs/cgroup/kubepods", "pod"+string(pod.UID), cid)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: openDir(t, cg)}
+	out, err := cmd.CombinedOutput()
+	t.Logf("under AppArmor: %s", out)
+	if err != nil || !strings.Contains(string(out), "open "+file+": permission denied") {
+		t.Fatalf("write %s under AppArmor profile %s: %v: %s", file, profile, err, out)
+	}
+	comm := filepath.Base(self)
+	if len(comm) > 15 { // TASK_COMM_LEN - 1
+		comm = comm[:15]
+	}
+	return cmd.Process.Pid, comm
+}
+
+// grepLines are the lines of s that keep keeps.
+func grepLines(s string, keep func(string) bool) []string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if line != "" && keep(line) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
