@@ -2,6 +2,8 @@ package kube
 
 import (
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -47,6 +49,39 @@ func TestAuditTexts(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if got := auditTexts(tc.datagram); !slices.Equal(got, tc.want) {
 				t.Errorf("auditTexts = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestInInitialNetNamespace: the kernel sends audit records only to the initial network
+// namespace; an enforcer whose namespace is not init's (a pod without hostNetwork)
+// knows it, and one that cannot tell says so.
+func TestInInitialNetNamespace(t *testing.T) {
+	tests := map[string]struct {
+		self, init string
+		in, ok     bool
+	}{
+		"the node's network namespace (hostNetwork)": {self: "net:[4026531840]", init: "net:[4026531840]", in: true, ok: true},
+		"a pod's own network namespace":              {self: "net:[4026532301]", init: "net:[4026531840]", in: false, ok: true},
+		"init's namespace cannot be read":            {self: "net:[4026532301]", ok: false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			proc := t.TempDir()
+			for pid, target := range map[string]string{"self": tc.self, "1": tc.init} {
+				if target == "" {
+					continue
+				}
+				if err := os.MkdirAll(filepath.Join(proc, pid, "ns"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, filepath.Join(proc, pid, "ns", "net")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if in, ok := inInitialNetNamespace(proc); in != tc.in || ok != tc.ok {
+				t.Errorf("inInitialNetNamespace = %v, %v; want %v, %v", in, ok, tc.in, tc.ok)
 			}
 		})
 	}
