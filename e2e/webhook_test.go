@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -413,6 +414,49 @@ func TestWebhookAdmission(t *testing.T) {
 			})
 
 			t.Run("the metrics count what happened", func(t *testing.T) {
+				// Exactly, for every series, across a known set of requests: one pod
+				// confined by the cluster default, one pod of a namespace that did not
+				// opt in (no review), one invalid policy refused. The cache holds every
+				// policy.
+				before := webhookSeries(t, e.wh.Metrics(t))
+				e.cp.CreatePod(t, testPod(shop.Name, "other"))
+				e.cp.CreatePod(t, testPod(plain.Name, "web"))
+				bad := &v1alpha1.ArmorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "bad-metrics", Namespace: shop.Name}, Spec: enhanceSpec("x")}
+				bad.Spec.BuiltinRules = []v1alpha1.BuiltinRule{{Name: "no-such-rule"}}
+				if err := e.cp.Client.Create(ctx, bad); err == nil {
+					t.Fatal("a policy with an unknown built-in rule was admitted")
+				}
+				after := webhookSeries(t, e.wh.Metrics(t))
+				want := map[string]float64{
+					`podarmor_webhook_admission_reviews_total{operation="create",result="mutated",webhook="mutate-pods"}`:      1,
+					`podarmor_webhook_admission_reviews_total{operation="create",result="denied",webhook="validate-policies"}`: 1,
+					`podarmor_webhook_http_requests_total{result="answered",webhook="mutate-pods"}`:                            1,
+					`podarmor_webhook_http_requests_total{result="answered",webhook="validate-policies"}`:                      1,
+					`podarmor_webhook_pod_outcomes_total{outcome="confined"}`:                                                  1,
+					`podarmor_webhook_request_duration_seconds_count{webhook="mutate-pods"}`:                                   1,
+					`podarmor_webhook_request_duration_seconds_count{webhook="validate-policies"}`:                             1,
+				}
+				for series := range mergeKeys(before, after, want) {
+					if strings.Contains(series, "_bucket{") || strings.Contains(series, "_sum{") || !strings.HasPrefix(series, "podarmor_webhook_") ||
+						strings.HasPrefix(series, "podarmor_webhook_policy_cache_policies") {
+						continue
+					}
+					if got := after[series] - before[series]; got != want[series] {
+						t.Errorf("%s went up by %v, want %v", series, got, want[series])
+					}
+				}
+				var armor v1alpha1.ArmorPolicyList
+				var clusterArmor v1alpha1.ClusterArmorPolicyList
+				if err := e.cp.Client.List(ctx, &armor); err != nil {
+					t.Fatal(err)
+				}
+				if err := e.cp.Client.List(ctx, &clusterArmor); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := after["podarmor_webhook_policy_cache_policies"], float64(len(armor.Items)+len(clusterArmor.Items)); got != want {
+					t.Errorf("podarmor_webhook_policy_cache_policies = %v, want %v (the policies in the API server)", got, want)
+				}
+
 				m := e.wh.Metrics(t)
 				for _, want := range []string{
 					`podarmor_webhook_admission_reviews_total{operation="create",result="mutated",webhook="mutate-pods"}`,
@@ -533,4 +577,33 @@ func (e *webhookEnv) caBundle(t *testing.T) string {
 		t.Fatalf("MutatingWebhookConfiguration: %v", err)
 	}
 	return string(m.Webhooks[0].ClientConfig.CABundle)
+}
+
+// webhookSeries parses a scrape of the webhook's /metrics into values by series.
+func webhookSeries(t testing.TB, scrape string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, line := range strings.Split(scrape, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// mergeKeys is the set of the keys of ms.
+func mergeKeys(ms ...map[string]float64) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range ms {
+		for k := range m {
+			out[k] = true
+		}
+	}
+	return out
 }
