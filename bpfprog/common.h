@@ -118,9 +118,12 @@ static __always_inline struct profile_body *body_of(__u32 slot, __u32 *index)
 
 /* ---- decisions: count, report, return ----------------------------------------- */
 
-static __always_inline void count(__u32 body, __u16 rule, __u8 action)
+/* count adds one to the decision's counter, creating it at its first use. When the map
+ * is full the decision goes to the reserved uncounted key, which the enforcer created at
+ * load, so that no decision goes uncounted silently. */
+static __always_inline void count(__u32 body, __u16 rule, __u8 action, __u8 hook)
 {
-	struct counter_key k = {.body = body, .rule = rule, .action = action};
+	struct counter_key k = {.body = body, .rule = rule, .action = action, .hook = hook};
 	__u64 *v = bpf_map_lookup_elem(&counters, &k);
 	if (v) {
 		*v += 1; /* per-CPU: no other writer */
@@ -130,6 +133,10 @@ static __always_inline void count(__u32 body, __u16 rule, __u8 action)
 	if (bpf_map_update_elem(&counters, &k, &one, BPF_NOEXIST) == 0)
 		return;
 	v = bpf_map_lookup_elem(&counters, &k); /* another CPU created it first */
+	if (!v) {
+		struct counter_key full = {.body = 0, .rule = PA_RULE_NONE};
+		v = bpf_map_lookup_elem(&counters, &full);
+	}
 	if (v)
 		*v += 1;
 }
@@ -223,7 +230,7 @@ static __always_inline int decide_simple(struct identity *id, __u32 body, __u16 
 {
 	if (action == PA_ACTION_NONE)
 		return 0;
-	count(body, rule, action);
+	count(body, rule, action, hook);
 	struct event *e = event_start(id, body, rule, action, hook);
 	if (e) {
 		e->detail = detail;

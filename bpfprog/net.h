@@ -180,7 +180,7 @@ static __always_inline int egress(struct socket *sock, struct sockaddr *addr, __
 		__u8 action = r->action[BOUND(pi, 3)];
 		if (action == PA_ACTION_NONE)
 			return 0;
-		count(bi, r->rule[BOUND(pi, 3)], action);
+		count(bi, r->rule[BOUND(pi, 3)], action, hook);
 		struct event *e = event_start(id, bi, r->rule[BOUND(pi, 3)], action, hook);
 		if (e) {
 			e->family = v4 ? AF_INET : AF_INET6;

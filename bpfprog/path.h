@@ -284,7 +284,7 @@ static __always_inline int decide_subtree(struct identity *id, __u32 bodyidx,
 	struct verdict *v = bpf_map_lookup_elem(&dfa_subtree, &k);
 	if (!v || v->action == PA_ACTION_NONE)
 		return 0;
-	count(bodyidx, v->rule, v->action);
+	count(bodyidx, v->rule, v->action, PA_HOOK_PATH);
 	struct event *e = event_start(id, bodyidx, v->rule, v->action, PA_HOOK_PATH);
 	if (e) {
 		e->detail = PA_RENAME;
@@ -317,7 +317,7 @@ static __always_inline int decide_verdicts(struct identity *id, __u32 bodyidx, s
 	if (action == PA_ACTION_NONE)
 		return 0;
 	__u16 rule = v->rule[BOUND(bit, 15)];
-	count(bodyidx, rule, action);
+	count(bodyidx, rule, action, hook);
 	struct event *e = event_start(id, bodyidx, rule, action, hook);
 	if (e) {
 		e->detail = bit;

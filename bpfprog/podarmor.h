@@ -265,12 +265,15 @@ struct mount_paths {
 	struct mask target;
 };
 
-/* counters key: exact counts per (body, rule, action). */
+/* counters key: exact counts per (body, rule, action, hook). hook is the enum pa_hook of
+ * the decision, as its event carries it. Body 0 is no rule body: the enforcer creates the
+ * key {0, PA_RULE_NONE, PA_ACTION_NONE, 0} at load, and a decision whose counter could not
+ * be created (the map is full) is counted there, as uncounted. */
 struct counter_key {
 	__u32 body;
 	__u16 rule;
 	__u8 action;
-	__u8 _pad;
+	__u8 hook;
 };
 
 /* Drops, in the drops per-CPU array. */

@@ -55,6 +55,11 @@ var alertCases = map[string]alertCase{
 		fired: map[string]string{"node": "n1", "reason": "ringbuf"},
 		good:  `podarmor_enforcer_events_dropped_total{node="n1",reason="ringbuf"} 7x60`,
 	},
+	"PodArmorDecisionsUncounted": {
+		bad:   `podarmor_enforcer_decisions_uncounted_total{node="n1"} 0x20 0+3x40`,
+		fired: map[string]string{"node": "n1", "severity": "warning"},
+		good:  `podarmor_enforcer_decisions_uncounted_total{node="n1"} 4x60`,
+	},
 	"PodArmorLSMHookMissing": {
 		bad: `podarmor_enforcer_lsm_hook_attached{node="n1",hook="userns_create"} 0x60
 		      podarmor_enforcer_lsm_hook_attached{node="n1",hook="file_open"} 1x60`,

@@ -3,17 +3,21 @@ package bpf
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
+	"syscall"
 	"unsafe"
 
 	"github.com/podarmor/podarmor/enforcer/tables"
 )
 
-// Decision is one counted decision: a profile's rule, with what was done.
+// Decision is one counted decision: a profile's rule, the hook that decided (as its
+// event names it) and what was done.
 type Decision struct {
 	Profile string
 	Rule    string
+	Hook    tables.Hook
 	Action  tables.Action
 }
 
@@ -100,6 +104,9 @@ func (e *Enforcer) Counters() (map[Decision]uint64, error) {
 		if err := decode(k, &ck); err != nil {
 			return nil, err
 		}
+		if ck.Body == 0 {
+			continue // no rule body: the uncounted counter (Uncounted)
+		}
 		n, err := e.percpuSum("counters", k)
 		if err != nil {
 			return nil, err
@@ -110,7 +117,7 @@ func (e *Enforcer) Counters() (map[Decision]uint64, error) {
 }
 
 func (e *Enforcer) decision(ck tables.CounterKey) Decision {
-	d := Decision{Action: ck.Action}
+	d := Decision{Action: ck.Action, Hook: ck.Hook}
 	if int(ck.Body) < len(e.bodies) {
 		bs := e.bodies[ck.Body]
 		d.Profile = bs.profile
@@ -121,6 +128,18 @@ func (e *Enforcer) decision(ck tables.CounterKey) Decision {
 		}
 	}
 	return d
+}
+
+// Uncounted returns the number of decisions that were not counted under their own
+// (profile, rule, hook, action) because the counters map was full (Capacity.Counters):
+// they were enforced, and reported when their event was delivered, but are missing from
+// Counters.
+func (e *Enforcer) Uncounted() (uint64, error) {
+	n, err := e.percpuSum("counters", encode(tables.UncountedKey))
+	if errors.Is(err, syscall.ENOENT) {
+		return 0, nil // adopted from an enforcer that did not reserve it (logged at load)
+	}
+	return n, err
 }
 
 // foldCounters moves a retiring body's counts into e.retired.

@@ -273,7 +273,7 @@ func TestCatalogInKernel(t *testing.T) {
 			denied(t, strings.Join(op.op, " "), inBox(t, box{profile: id, socket: hookSocket(t, e), mounts: catalogMounts}, op.op...))
 			c, err := e.Counters()
 			must(t, err)
-			if c[Decision{Profile: id, Rule: "builtin/" + entry.Name, Action: tables.ActionEnforce}] == 0 {
+			if decided(c, id, "builtin/"+entry.Name, tables.ActionEnforce) == 0 {
 				t.Errorf("no enforce decision counted for builtin/%s", entry.Name)
 			}
 			free := inBox(t, box{socket: hookSocket(t, e), mounts: catalogMounts}, op.op...)

@@ -22,6 +22,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/podarmor/podarmor/enforcer/tables"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
@@ -81,6 +82,17 @@ func waitEvent(t *testing.T, what string, match func(Event) bool) Event {
 	}
 	t.Fatalf("no event: %s", what)
 	return Event{}
+}
+
+// decided sums a rule's counted decisions of one action over every hook.
+func decided(c map[Decision]uint64, profile, rule string, action tables.Action) uint64 {
+	var n uint64
+	for d, v := range c {
+		if d.Profile == profile && d.Rule == rule && d.Action == action {
+			n += v
+		}
+	}
+	return n
 }
 
 // load loads the enforcer into a fresh pin directory and unloads it at the end of the test.

@@ -43,7 +43,7 @@ func TestHookBeforeFirstInstruction(t *testing.T) {
 	closeSandboxes()
 	before, err := e.Counters()
 	must(t, err)
-	decision := Decision{Profile: prof, Rule: "custom/first", Action: tables.ActionEnforce}
+	decision := Decision{Profile: prof, Rule: "custom/first", Hook: tables.HookFileOpen, Action: tables.ActionEnforce}
 	cat := box{profile: prof, socket: socket, podLike: true, args: []string{"/bin/busybox", "cat", "/first/f"}}
 	const n = 100
 	start := time.Now()

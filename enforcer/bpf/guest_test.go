@@ -7,7 +7,10 @@ package bpf
 
 import (
 	"bufio"
+	"context"
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -267,7 +270,7 @@ func TestCountersEventsAndAudit(t *testing.T) {
     files:
     - name: counted
       paths: ["/counted/f"]
-      permissions: [read]
+      permissions: [read, write]
     - name: audited
       action: Audit
       paths: ["/audited/f"]
@@ -276,36 +279,66 @@ func TestCountersEventsAndAudit(t *testing.T) {
 	const n = 5
 	for range n {
 		denied(t, "read", inSandbox(t, e, prof, "read", "/counted/f"))
+		denied(t, "truncate", inSandbox(t, e, prof, "truncate", "/counted/f"))
 		allowed(t, "audited read", inSandbox(t, e, prof, "read", "/audited/f"))
 	}
 	c, err := e.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c[Decision{Profile: prof, Rule: "custom/counted", Action: tables.ActionEnforce}]; got != n {
-		t.Errorf("enforce counter of custom/counted = %d, want %d (all: %v)", got, n, c)
+	// One rule decided through two hooks: each has its own counter, and nothing else of
+	// the profile was counted.
+	want := map[Decision]uint64{
+		{Profile: prof, Rule: "custom/counted", Hook: tables.HookFileOpen, Action: tables.ActionEnforce}: n,
+		{Profile: prof, Rule: "custom/counted", Hook: tables.HookPath, Action: tables.ActionEnforce}:     n,
+		{Profile: prof, Rule: "custom/audited", Hook: tables.HookFileOpen, Action: tables.ActionAudit}:   n,
 	}
-	if got := c[Decision{Profile: prof, Rule: "custom/audited", Action: tables.ActionAudit}]; got != n {
-		t.Errorf("audit counter of custom/audited = %d, want %d (all: %v)", got, n, c)
+	got := map[Decision]uint64{}
+	for d, v := range c {
+		if d.Profile == prof {
+			got[d] = v
+		}
 	}
-	// the same counts through the Prometheus collector
+	if !maps.Equal(got, want) {
+		t.Errorf("counters of profile %s = %v, want %v", prof, got, want)
+	}
+	if u, err := e.Uncounted(); err != nil || u != 0 {
+		t.Errorf("uncounted decisions = %d (%v), want 0", u, err)
+	}
+	// the same counts through the Prometheus collector, with the hooks the events name
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewCollector(e))
-	for rule, action := range map[string]string{"custom/counted": "enforce", "custom/audited": "audit"} {
-		got, err := metricValue(reg, "podarmor_enforcer_decisions_total", map[string]string{"profile": prof, "rule": rule, "action": action})
+	for _, l := range []struct{ rule, hook, action string }{
+		{"custom/counted", "file_open", "enforce"},
+		{"custom/counted", "path", "enforce"},
+		{"custom/audited", "file_open", "audit"},
+	} {
+		got, err := metricValue(reg, "podarmor_enforcer_decisions_total", map[string]string{"profile": prof, "rule": l.rule, "hook": l.hook, "action": l.action})
 		if err != nil || got != n {
-			t.Errorf("podarmor_enforcer_decisions_total{rule=%q,action=%q} = %v (%v), want %d", rule, action, got, err, n)
+			t.Errorf("podarmor_enforcer_decisions_total{rule=%q,hook=%q,action=%q} = %v (%v), want %d", l.rule, l.hook, l.action, got, err, n)
 		}
+	}
+	if _, err := metricValue(reg, "podarmor_enforcer_decisions_total", map[string]string{"profile": prof, "rule": "custom/audited", "hook": "path"}); err == nil {
+		t.Errorf("podarmor_enforcer_decisions_total has a sample of custom/audited at hook path, which never decided it")
+	}
+	if got, err := metricValue(reg, "podarmor_enforcer_decisions_uncounted_total", nil); err != nil || got != 0 {
+		t.Errorf("podarmor_enforcer_decisions_uncounted_total = %v (%v), want 0", got, err)
 	}
 	if got, err := metricValue(reg, "podarmor_enforcer_lsm_hook_attached", map[string]string{"hook": "file_open"}); err != nil || got != 1 {
 		t.Errorf("podarmor_enforcer_lsm_hook_attached{hook=file_open} = %v (%v), want 1", got, err)
 	}
 
 	ev := waitEvent(t, "deny of /counted/f", func(ev Event) bool {
-		return ev.Profile == prof && ev.Rule == "custom/counted" && ev.Action == tables.ActionEnforce
+		return ev.Profile == prof && ev.Rule == "custom/counted" && ev.Action == tables.ActionEnforce && ev.Hook == tables.HookFileOpen
 	})
-	if ev.PathText != "/counted/f" || ev.Hook != tables.HookFileOpen || ev.Detail != uint32(tables.PermRead) {
-		t.Errorf("event = path %q hook %d detail %d, want /counted/f, file_open, read", ev.PathText, ev.Hook, ev.Detail)
+	if ev.PathText != "/counted/f" || ev.Detail != uint32(tables.PermRead) {
+		t.Errorf("event = path %q detail %d, want /counted/f, read", ev.PathText, ev.Detail)
+	}
+	ev = waitEvent(t, "truncate of /counted/f", func(ev Event) bool {
+		return ev.Profile == prof && ev.Rule == "custom/counted" && ev.Action == tables.ActionEnforce && ev.Hook == tables.HookPath
+	})
+	if ev.PathText != "/counted/f" || ev.Detail != uint32(tables.PermWrite) || ev.Hook.String() != "path" {
+		t.Errorf("event = path %q hook %s detail %d, want /counted/f, path, write", ev.PathText, ev.Hook, ev.Detail)
 	}
 	waitEvent(t, "audit of /audited/f", func(ev Event) bool {
 		return ev.Profile == prof && ev.Rule == "custom/audited" && ev.Action == tables.ActionAudit && ev.PathText == "/audited/f"
@@ -514,7 +547,7 @@ func TestEventRateLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c[Decision{Profile: "limited", Rule: "custom/limited", Action: tables.ActionEnforce}]; got != 200 {
+	if got := c[Decision{Profile: "limited", Rule: "custom/limited", Hook: tables.HookFileOpen, Action: tables.ActionEnforce}]; got != 200 {
 		t.Errorf("decisions counted: %d, want 200", got)
 	}
 	after, err := e.Drops()
@@ -525,5 +558,89 @@ func TestEventRateLimit(t *testing.T) {
 	t.Logf("200 denials at a budget of 5 events a second: %d events dropped by the rate limit", dropped)
 	if dropped == 0 || dropped >= 200 {
 		t.Errorf("rate-limited events: %d, want some but not all of 200", dropped)
+	}
+}
+
+// TestEventRingBufferFull fills a one-page ring buffer that nothing reads, with a budget
+// of events the rate limit never reaches: the events that do not fit are counted as
+// ringbuf drops, exactly. Every decision is counted; those whose event was reserved are
+// delivered once a reader starts, the others are the drops.
+func TestEventRingBufferFull(t *testing.T) {
+	dir := "/sys/fs/bpf/podarmor-ringbuf"
+	e, err := Load(Options{PinDir: dir, EventsPerSecond: 1 << 20, Capacity: Capacity{EventBuffer: 4096}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		e.Unpin()
+		e.Close()
+	}()
+	serveHook(t, e, false)
+	write(t, "/flooded/f", "x")
+	if err := e.SetProfile(profileOf("flooded", ruleset.Rule{ID: "custom/flooded", Action: v1alpha1.ActionEnforce, Kind: ruleset.KindFile,
+		File: &ruleset.File{Paths: []string{"/flooded/f"}, Permissions: []v1alpha1.FilePermission{v1alpha1.FileRead}}})); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	o := inSandbox(t, e, "flooded", "read-loop", "/flooded/f", fmt.Sprint(n))
+	var ok, eperm int
+	if _, err := fmt.Sscanf(o.out, "ok=%d eperm=%d", &ok, &eperm); err != nil || eperm != n {
+		t.Fatalf("read loop: %v", o)
+	}
+	c, err := e.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decision := Decision{Profile: "flooded", Rule: "custom/flooded", Hook: tables.HookFileOpen, Action: tables.ActionEnforce}
+	if got := c[decision]; got != n {
+		t.Fatalf("decisions counted: %d, want %d (all: %v)", got, n, c)
+	}
+	drops, err := e.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drops[tables.DropRateLimit] != 0 || drops[tables.DropPath] != 0 {
+		t.Errorf("drops = %v, want only ring buffer drops", drops)
+	}
+	dropped := drops[tables.DropRingbuf]
+	if dropped == 0 || dropped >= n {
+		t.Fatalf("ring buffer drops: %d, want some but not all of %d events (a %d-byte record in a 4096-byte buffer)", dropped, n, binary.Size(tables.Event{}))
+	}
+
+	// A reader now gets what the buffer held: every decision not dropped, and no more.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := e.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var received uint64
+	quiet := time.NewTimer(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case ev := <-ch:
+			if ev.Profile != "flooded" || ev.Rule != "custom/flooded" || ev.Hook != tables.HookFileOpen || ev.PathText != "/flooded/f" {
+				t.Errorf("unexpected event: %+v", ev)
+				continue
+			}
+			received++
+			if received == n-dropped { // wait a little longer for one too many
+				quiet.Reset(500 * time.Millisecond)
+			}
+		case <-quiet.C:
+			done = true
+		}
+	}
+	t.Logf("%d denials, a 4096-byte ring buffer not read: %d events delivered once read, %d dropped", n, received, dropped)
+	if received+dropped != n {
+		t.Errorf("events delivered (%d) + dropped (%d) = %d, want the %d decisions counted", received, dropped, received+dropped, n)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(e))
+	if got, err := metricValue(reg, "podarmor_enforcer_events_dropped_total", map[string]string{"reason": "ringbuf"}); err != nil || got != float64(dropped) {
+		t.Errorf("podarmor_enforcer_events_dropped_total{reason=ringbuf} = %v (%v), want %d", got, err, dropped)
+	}
+	if got, err := metricValue(reg, "podarmor_enforcer_decisions_total", map[string]string{"profile": "flooded", "rule": "custom/flooded", "hook": "file_open", "action": "enforce"}); err != nil || got != n {
+		t.Errorf("podarmor_enforcer_decisions_total of custom/flooded = %v (%v), want %d", got, err, n)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/aquasecurity/libbpfgo"
 	"github.com/cilium/ebpf/btf"
@@ -52,7 +53,9 @@ type Capacity struct {
 	SocketRules    uint32
 	EgressPrefixes uint32
 	MountFSTypes   uint32
-	// Counters is the number of (body, rule, action) counters. Default 64 Ki.
+	// Counters is the number of decision counters, one per (rule body, rule, action,
+	// hook) that has decided something, plus one for decisions that found the map full.
+	// Default 64 Ki.
 	Counters uint32
 	// EventBuffer is the ring buffer size in bytes, a power of two. Default 1 MiB.
 	EventBuffer uint32
@@ -329,7 +332,27 @@ func (e *Enforcer) configure(opts Options) error {
 	if err := e.put("settings", uint32(0), cfg); err != nil {
 		return err
 	}
+	e.reserveUncounted()
 	return e.claimSelf()
+}
+
+// reserveUncounted creates the counter of decisions that find the counters map full
+// (tables.UncountedKey), unless adopted state has it already. Created before any program
+// runs, it always exists when the map fills. Only the adoption of a full map from an
+// enforcer without it can fail here: that is logged, and those decisions go uncounted.
+func (e *Enforcer) reserveUncounted() {
+	ncpu, err := libbpfgo.NumPossibleCPUs()
+	if err == nil {
+		k := encode(tables.UncountedKey)
+		v := make([]byte, 8*ncpu) // one zero u64 per possible CPU
+		err = e.maps["counters"].UpdateValueFlags(unsafe.Pointer(&k[0]), unsafe.Pointer(&v[0]), libbpfgo.MapFlagUpdateNoExist)
+		if errors.Is(err, syscall.EEXIST) {
+			err = nil
+		}
+	}
+	if err != nil {
+		e.log.Error("cannot create the counter of decisions the full counters map misses; they go uncounted", "err", err)
+	}
 }
 
 // claimSelf writes this process into enforcer_self, replacing a previous enforcer's, so

@@ -7,13 +7,14 @@ import (
 )
 
 // Collector exports what the kernel side knows, read at scrape time: exact decision
-// counts from the per-CPU counters, events lost, which LSM hooks this kernel has, how
-// full the maps are and, when enabled, what each program costs. Labels come from
-// bounded sets: profiles and rule IDs of the loaded policies, hook, program and map
-// names of the object.
+// counts from the per-CPU counters (and how many decisions a full counter map missed),
+// events lost, which LSM hooks this kernel has, how full the maps are and, when enabled,
+// what each program costs. Labels come from bounded sets: profiles and rule IDs of the
+// loaded policies, hooks (tables.HookNames), program and map names of the object.
 type Collector struct {
 	src        Source
 	decisions  *prometheus.Desc
+	uncounted  *prometheus.Desc
 	dropped    *prometheus.Desc
 	hooks      *prometheus.Desc
 	entries    *prometheus.Desc
@@ -27,6 +28,7 @@ type Collector struct {
 // be gathered and linted without a loaded BPF object.
 type Source interface {
 	Counters() (map[Decision]uint64, error)
+	Uncounted() (uint64, error)
 	Drops() ([tables.NumDrops]uint64, error)
 	Hooks() []Hook
 	MapUsage() ([]MapUsage, error)
@@ -38,8 +40,11 @@ func NewCollector(src Source) *Collector {
 	return &Collector{
 		src: src,
 		decisions: prometheus.NewDesc("podarmor_enforcer_decisions_total",
-			"Operations a BPF rule decided, by profile, rule and action (enforce: refused; audit: allowed and reported). Exact: counted in the kernel, whether or not the event was delivered.",
-			[]string{"profile", "rule", "action"}, nil),
+			"Operations a BPF rule decided, by profile, rule, hook (the hook that decided, as the event log names it: file_open, bprm_check_security, path, capable, socket_create, socket_connect, socket_sendmsg, ptrace_access_check, sb_mount, operation) and action (enforce: refused; audit: allowed and reported). Exact: counted in the kernel, whether or not the event was delivered.",
+			[]string{"profile", "rule", "hook", "action"}, nil),
+		uncounted: prometheus.NewDesc("podarmor_enforcer_decisions_uncounted_total",
+			"Decisions missing from podarmor_enforcer_decisions_total because the kernel's map of decision counters was full (its capacity is in podarmor_enforcer_bpf_map_max_entries{map=\"counters\"}); they were enforced all the same.",
+			nil, nil),
 		dropped: prometheus.NewDesc("podarmor_enforcer_events_dropped_total",
 			"Events the kernel did not deliver, by reason: ringbuf (the ring buffer was full), rate_limit (over the container's events per second), path (a path could not be resolved; the operation was refused).",
 			[]string{"reason"}, nil),
@@ -64,6 +69,7 @@ func NewCollector(src Source) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.decisions
+	ch <- c.uncounted
 	ch <- c.dropped
 	ch <- c.hooks
 	ch <- c.entries
@@ -82,8 +88,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.decisions, err)
 	} else {
 		for d, n := range counts {
-			ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n), d.Profile, d.Rule, actionNames[d.Action])
+			ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n), d.Profile, d.Rule, d.Hook.String(), actionNames[d.Action])
 		}
+	}
+	if n, err := c.src.Uncounted(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.uncounted, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.uncounted, prometheus.CounterValue, float64(n))
 	}
 	if drops, err := c.src.Drops(); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.dropped, err)

@@ -10,20 +10,6 @@ import (
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 )
 
-// hookNames are the LSM hooks behind tables.Hook values.
-var hookNames = map[tables.Hook]string{
-	tables.HookFileOpen:     "file_open",
-	tables.HookExec:         "bprm_check_security",
-	tables.HookPath:         "path",
-	tables.HookCapable:      "capable",
-	tables.HookSocketCreate: "socket_create",
-	tables.HookConnect:      "socket_connect",
-	tables.HookSendmsg:      "socket_sendmsg",
-	tables.HookPtrace:       "ptrace_access_check",
-	tables.HookMount:        "sb_mount",
-	tables.HookOperation:    "operation",
-}
-
 // permNames are the file permissions by tables.Perm.
 var permNames = [tables.NumPerms]string{
 	tables.PermRead: "read", tables.PermWrite: "write", tables.PermAppend: "append",
@@ -79,7 +65,7 @@ func FromBPF(te tables.Event, profile, rule, path string, addr netip.AddrPort) R
 		Action:         v1alpha1.ActionEnforce,
 		Profile:        profile,
 		Rule:           rule,
-		Hook:           name(hookNames, te.Hook),
+		Hook:           te.Hook.String(),
 		Path:           path,
 		MountNamespace: te.Container,
 		PID:            te.TGID,

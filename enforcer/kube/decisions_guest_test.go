@@ -74,10 +74,26 @@ func BenchmarkDecisions(b *testing.B) {
 		{deny: 0, audit: time.Second},                          // an attack loop: reads back to back
 	}
 	last := map[string]float64{}
+	hooks := map[string]map[string]bool{} // by rule/action: the hooks that decided
 	scrapeOnce := func(at time.Duration) {
+		// The samples (and hack/plot) have no hook column: one line per profile, rule
+		// and action, summed over hooks.
+		var order []decision
+		sums := map[decision]float64{}
 		for _, s := range decisionSeries(b, h.httpAddr) {
-			fmt.Printf("decisions,%.3f,%s,%s,%s,%g\n", at.Seconds(), s.profile, s.rule, s.action, s.value)
-			last[s.rule+"/"+s.action] = s.value
+			key := decision{profile: s.profile, rule: s.rule, action: s.action}
+			if _, ok := sums[key]; !ok {
+				order = append(order, key)
+			}
+			sums[key] += s.value
+			if hooks[s.rule+"/"+s.action] == nil {
+				hooks[s.rule+"/"+s.action] = map[string]bool{}
+			}
+			hooks[s.rule+"/"+s.action][s.hook] = true
+		}
+		for _, key := range order {
+			fmt.Printf("decisions,%.3f,%s,%s,%s,%g\n", at.Seconds(), key.profile, key.rule, key.action, sums[key])
+			last[key.rule+"/"+key.action] = sums[key]
 		}
 	}
 	start := time.Now()
@@ -158,12 +174,17 @@ func BenchmarkDecisions(b *testing.B) {
 	if got, want := last["custom/audit-exec/audit"], float64(counts["custom/audit-exec"]); got != want {
 		b.Errorf("audits counted %v, the workload made %v", got, want)
 	}
+	for series, want := range map[string]string{"custom/no-secret/enforce": "file_open", "custom/audit-exec/audit": "bprm_check_security"} {
+		if got := hooks[series]; len(got) != 1 || !got[want] {
+			b.Errorf("hooks that decided %s: %v, want only %s", series, got, want)
+		}
+	}
 	b.Logf("workload: %v", counts)
 }
 
 type decision struct {
-	profile, rule, action string
-	value                 float64
+	profile, rule, hook, action string
+	value                       float64
 }
 
 // decisionSeries scrapes /metrics and returns podarmor_enforcer_decisions_total.
@@ -189,6 +210,8 @@ func decisionSeries(tb testing.TB, addr string) []decision {
 					d.profile = l.GetValue()
 				case "rule":
 					d.rule = l.GetValue()
+				case "hook":
+					d.hook = l.GetValue()
 				case "action":
 					d.action = l.GetValue()
 				}

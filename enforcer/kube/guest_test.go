@@ -340,7 +340,7 @@ func TestKubernetesMode(t *testing.T) {
 		t.Errorf("apparmor_audit feature = %v, want 1", got)
 	}
 	// The BPF denials are still 11: AppArmor's is not among them.
-	if got := metricValue(m, fmt.Sprintf(`podarmor_enforcer_decisions_total{action="enforce",profile=%q,rule="custom/no-secret"}`, id)); got != 11 {
+	if got := metricValue(m, fmt.Sprintf(`podarmor_enforcer_decisions_total{action="enforce",hook="file_open",profile=%q,rule="custom/no-secret"}`, id)); got != 11 {
 		t.Errorf("BPF decisions = %v, want 11", got)
 	}
 
@@ -444,30 +444,41 @@ func TestKubernetesMode(t *testing.T) {
 func checkMetrics(t *testing.T, m, id string, denied, audited int) {
 	t.Helper()
 	exact := map[string]float64{
-		fmt.Sprintf(`podarmor_enforcer_decisions_total{action="enforce",profile=%q,rule="custom/no-secret"}`, id): float64(denied),
-		fmt.Sprintf(`podarmor_enforcer_decisions_total{action="audit",profile=%q,rule="custom/audit-exec"}`, id):  float64(audited),
-		`podarmor_enforcer_registrations_total{result="ok",source="hook"}`:                                        1,
-		`podarmor_enforcer_containers_registered`:                                                                 1,
-		`podarmor_enforcer_containers_unregistered`:                                                               0,
-		`podarmor_enforcer_bpf_map_entries{map="containers"}`:                                                     1,
-		`podarmor_enforcer_bpf_map_entries{map="profile_active"}`:                                                 1,
-		`podarmor_enforcer_bpf_map_max_entries{map="containers"}`:                                                 4096,
-		`podarmor_enforcer_kernel_feature{feature="bpf_lsm"}`:                                                     1,
-		`podarmor_enforcer_kernel_feature{feature="apparmor"}`:                                                    1,
-		`podarmor_enforcer_kernel_feature{feature="seccomp"}`:                                                     1,
-		`podarmor_enforcer_kernel_feature{feature="lsm_hook/file_open"}`:                                          1,
-		`podarmor_enforcer_profile_load_errors_total{backend="bpf"}`:                                              0,
-		`podarmor_enforcer_profile_load_errors_total{backend="apparmor"}`:                                         0,
-		`podarmor_enforcer_profile_load_errors_total{backend="seccomp"}`:                                          0,
-		`podarmor_enforcer_profile_load_duration_seconds_count{backend="bpf"}`:                                    1,
-		`podarmor_enforcer_profile_load_duration_seconds_count{backend="apparmor"}`:                               1,
-		`podarmor_enforcer_profile_load_duration_seconds_count{backend="seccomp"}`:                                1,
-		`podarmor_enforcer_profile_compile_errors_total{backend="bpf"}`:                                           0,
+		fmt.Sprintf(`podarmor_enforcer_decisions_total{action="enforce",hook="file_open",profile=%q,rule="custom/no-secret"}`, id):          float64(denied),
+		fmt.Sprintf(`podarmor_enforcer_decisions_total{action="audit",hook="bprm_check_security",profile=%q,rule="custom/audit-exec"}`, id): float64(audited),
+		`podarmor_enforcer_decisions_uncounted_total`:                               0,
+		`podarmor_enforcer_registrations_total{result="ok",source="hook"}`:          1,
+		`podarmor_enforcer_containers_registered`:                                   1,
+		`podarmor_enforcer_containers_unregistered`:                                 0,
+		`podarmor_enforcer_bpf_map_entries{map="containers"}`:                       1,
+		`podarmor_enforcer_bpf_map_entries{map="profile_active"}`:                   1,
+		`podarmor_enforcer_bpf_map_max_entries{map="containers"}`:                   4096,
+		`podarmor_enforcer_kernel_feature{feature="bpf_lsm"}`:                       1,
+		`podarmor_enforcer_kernel_feature{feature="apparmor"}`:                      1,
+		`podarmor_enforcer_kernel_feature{feature="seccomp"}`:                       1,
+		`podarmor_enforcer_kernel_feature{feature="lsm_hook/file_open"}`:            1,
+		`podarmor_enforcer_profile_load_errors_total{backend="bpf"}`:                0,
+		`podarmor_enforcer_profile_load_errors_total{backend="apparmor"}`:           0,
+		`podarmor_enforcer_profile_load_errors_total{backend="seccomp"}`:            0,
+		`podarmor_enforcer_profile_load_duration_seconds_count{backend="bpf"}`:      1,
+		`podarmor_enforcer_profile_load_duration_seconds_count{backend="apparmor"}`: 1,
+		`podarmor_enforcer_profile_load_duration_seconds_count{backend="seccomp"}`:  1,
+		`podarmor_enforcer_profile_compile_errors_total{backend="bpf"}`:             0,
 	}
 	for series, want := range exact {
 		if got := metricValue(m, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
+	}
+	// each rule decided through its one hook: no other decision series of the profile
+	var series []string
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, "podarmor_enforcer_decisions_total{") && strings.Contains(line, fmt.Sprintf("profile=%q", id)) {
+			series = append(series, line)
+		}
+	}
+	if len(series) != 2 {
+		t.Errorf("decision series of profile %s: %q, want the two above", id, series)
 	}
 	for _, series := range []string{
 		`podarmor_enforcer_bpf_program_runs_total{hook="file_open",`,

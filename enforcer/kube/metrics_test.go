@@ -32,10 +32,12 @@ type fakeKernel struct{}
 
 func (fakeKernel) Counters() (map[bpf.Decision]uint64, error) {
 	return map[bpf.Decision]uint64{
-		{Profile: "ap.shop.web", Rule: "block-write-etc", Action: tables.ActionEnforce}: 3,
-		{Profile: "ap.shop.web", Rule: "audit-exec", Action: tables.ActionAudit}:        1,
+		{Profile: "ap.shop.web", Rule: "block-write-etc", Hook: tables.HookFileOpen, Action: tables.ActionEnforce}: 3,
+		{Profile: "ap.shop.web", Rule: "audit-exec", Hook: tables.HookExec, Action: tables.ActionAudit}:            1,
 	}, nil
 }
+
+func (fakeKernel) Uncounted() (uint64, error) { return 0, nil }
 
 func (fakeKernel) Drops() ([tables.NumDrops]uint64, error) {
 	return [tables.NumDrops]uint64{}, nil

@@ -1,5 +1,7 @@
 package tables
 
+import "fmt"
+
 // The Go mirror of bpfprog/podarmor.h. Every struct here has exactly the fields, sizes and
 // order of its C counterpart, with the C compiler's padding spelled out, so that
 // encoding/binary (little-endian, no padding of its own) writes the bytes the programs
@@ -95,6 +97,41 @@ const (
 	HookMount
 	HookOperation
 )
+
+// hookNames name the hooks in events and in the decision metric: the LSM hook, or for
+// HookPath and HookOperation the family of hooks (path_*, and the hooks of operation
+// rules), as the event's detail tells apart.
+var hookNames = map[Hook]string{
+	HookFileOpen:     "file_open",
+	HookExec:         "bprm_check_security",
+	HookPath:         "path",
+	HookCapable:      "capable",
+	HookSocketCreate: "socket_create",
+	HookConnect:      "socket_connect",
+	HookSendmsg:      "socket_sendmsg",
+	HookPtrace:       "ptrace_access_check",
+	HookMount:        "sb_mount",
+	HookOperation:    "operation",
+}
+
+// String is the hook's name ("file_open", "path"...); a value outside enum pa_hook is
+// "hook #N".
+func (h Hook) String() string {
+	if s, ok := hookNames[h]; ok {
+		return s
+	}
+	return fmt.Sprintf("hook #%d", h)
+}
+
+// HookNames lists every hook's name, in enum order: the values the decision metric's
+// hook label can take.
+func HookNames() []string {
+	out := make([]string, 0, len(hookNames))
+	for h := HookFileOpen; h <= HookOperation; h++ {
+		out = append(out, hookNames[h])
+	}
+	return out
+}
 
 // Action is enum pa_action.
 type Action uint8
@@ -274,8 +311,12 @@ type CounterKey struct {
 	Body   uint32
 	Rule   uint16
 	Action Action
-	Pad    uint8
+	Hook   Hook
 }
+
+// UncountedKey is the counter of decisions that found the counters map full: the
+// programs count there what they could not count under its own key.
+var UncountedKey = CounterKey{Body: 0, Rule: RuleNone}
 
 // Event is struct event.
 type Event struct {
