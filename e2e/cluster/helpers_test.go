@@ -192,8 +192,11 @@ spec:
       names: [chroot]
 `
 
-// probeScript is the probe container's command: the attacks first, then it waits.
-const probeScript = `cat /var/run/secrets/kubernetes.io/serviceaccount/token >/dev/null; echo "token=$?"
+// probeScript is the probe container's command: the attacks first, then it waits. Its
+// errors go to standard output, so that each error and the exit code after it stay in
+// order in the container's log (the runtime logs the two streams apart).
+const probeScript = `exec 2>&1
+cat /var/run/secrets/kubernetes.io/serviceaccount/token >/dev/null; echo "token=$?"
 wget -q -T 5 -O /dev/null http://169.254.169.254/latest/meta-data/; echo "metadata=$?"
 chroot / true; echo "chroot=$?"
 echo probe-done
