@@ -106,6 +106,20 @@ static __always_inline struct identity *current_identity(void)
 	return adopt(current);
 }
 
+/* /proc/<pid>/stat's clock tick (USER_HZ, 100 on x86) in nanoseconds. */
+#define PA_NSEC_PER_TICK (1000000000ULL / 100)
+
+/* the_enforcer tells whether task belongs to the process the enforcer wrote into
+ * enforcer_self: same thread group, and a leader started at the same tick. */
+static __always_inline int the_enforcer(struct task_struct *task)
+{
+	struct enforcer_task *self = bpf_map_lookup_elem(&enforcer_self, &zero);
+	if (!self || !self->tgid || (__u32)BPF_CORE_READ(task, tgid) != self->tgid)
+		return 0;
+	__u64 start = BPF_CORE_READ(task, group_leader, start_boottime);
+	return start / PA_NSEC_PER_TICK == self->start_ticks;
+}
+
 /* body_of returns the active rule body of a profile slot and its index. */
 static __always_inline struct profile_body *body_of(__u32 slot, __u32 *index)
 {

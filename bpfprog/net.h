@@ -236,7 +236,11 @@ static __always_inline int unix_peer(struct sock *other)
 SEC("lsm/unix_stream_connect")
 int BPF_PROG(unix_stream_connect, struct sock *sock, struct sock *other, struct sock *newsk)
 {
-	return unix_peer(other);
+	/* the rules first, so that a rule's refusal is counted as the rule's */
+	int ret = unix_peer(other);
+	if (ret)
+		return ret;
+	return enforcer_listener(other);
 }
 
 SEC("lsm/unix_may_send")

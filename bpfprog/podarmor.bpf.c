@@ -422,6 +422,7 @@ int BPF_PROG(inode_init_security_anon, struct inode *inode, const struct qstr *n
 	return 0;
 }
 
+#include "self.h"
 #include "net.h"
 #include "ptrace.h"
 #include "mount.h"

@@ -31,20 +31,6 @@ static __always_inline int host_agent(struct task_struct *task, struct identity 
 	return cfg && cfg->host_mntns && task_mntns(task) == cfg->host_mntns;
 }
 
-/* /proc/<pid>/stat's clock tick (USER_HZ, 100 on x86) in nanoseconds. */
-#define PA_NSEC_PER_TICK (1000000000ULL / 100)
-
-/* the_enforcer tells whether task belongs to the process the enforcer wrote into
- * enforcer_self: same thread group, and a leader started at the same tick. */
-static __always_inline int the_enforcer(struct task_struct *task)
-{
-	struct enforcer_task *self = bpf_map_lookup_elem(&enforcer_self, &zero);
-	if (!self || !self->tgid || (__u32)BPF_CORE_READ(task, tgid) != self->tgid)
-		return 0;
-	__u64 start = BPF_CORE_READ(task, group_leader, start_boottime);
-	return start / PA_NSEC_PER_TICK == self->start_ticks;
-}
-
 /* ptrace_side decides the rules of the task holding identity self, for permission perm,
  * with a peer that is outside self's container when outside is set. */
 static __always_inline int ptrace_side(struct identity *self, __u32 perm, int outside,

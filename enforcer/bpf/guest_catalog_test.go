@@ -59,6 +59,7 @@ func catalogOps() map[string]catalogOp {
 		"runtime-default-mount":                    {op: []string{"mount", "tmpfs", "/mnt/t", "tmpfs"}, unconfinedOK: true},
 		"runtime-default-ptrace":                   {op: []string{"ptrace-read", "1"}, unconfinedOK: true},
 		"runtime-default-userns":                   {op: []string{"userns"}, unconfinedOK: true},
+		"runtime-default-kernel-interfaces":        {op: []string{"bpf"}, unconfinedOK: true},
 		"runtime-default-vsock":                    {op: []string{"socket", "40", "1", "0"}},
 		"disallow-write-core-pattern":              {op: []string{"write", "/proc/sys/kernel/core_pattern"}, unconfinedOK: true},
 		"disallow-write-kernel-helpers":            {op: []string{"write", "/proc/sys/kernel/modprobe"}, unconfinedOK: true},

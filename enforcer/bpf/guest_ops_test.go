@@ -59,12 +59,21 @@ func helper(args []string) int {
 		fmt.Println("ok")
 		return 0
 	case errors.Is(err, syscall.EPERM):
-		fmt.Println("EPERM:", err)
+		fmt.Println("EPERM:", err, "[EPERM]")
 		return 1
 	default:
-		fmt.Println("error:", err)
+		fmt.Println("error:", err, errnoTag(err))
 		return 2
 	}
+}
+
+// errnoTag names the errno in err, in brackets ("[ENOENT]"), for tests that assert it.
+func errnoTag(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return "[" + unix.ErrnoName(errno) + "]"
+	}
+	return ""
 }
 
 func operate(a []string) error {
@@ -523,12 +532,17 @@ func operate(a []string) error {
 		return err
 	case "chroot-check": // chroot-check ROOT PATH...: per path, "open chmod" outcomes
 		return chrootCheck(os.Stdout, a[1], a[2:])
+	case "fd-server": // fd-server SOCKET PATH: serve one descriptor of PATH
+		return fdServer(a[1], a[2])
 	case "ns-read": // ns-read PID: readlink /proc/PID/ns/mnt
 		return nsRead(a[1])
 	case "ns-open": // ns-open PID: open /proc/PID/ns/mnt
 		return nsOpen(a[1])
 	case "load-then-ns-read": // load-then-ns-read PINDIR PID: a second enforcer reads
 		return loadThenNSRead(a[1], a[2])
+	}
+	if err, ok := attackOp(a); ok {
+		return err
 	}
 	return fmt.Errorf("unknown helper operation %q", a[0])
 }

@@ -202,6 +202,10 @@ type box struct {
 	podLike bool
 	// args replace the helper as the container's process.
 	args []string
+	// appArmor and seccomp are the container's AppArmor profile (loaded) and seccomp
+	// filter, as the runtime applies a policy's; none when empty.
+	appArmor string
+	seccomp  *specs.LinuxSeccomp
 }
 
 // container is a runc container that runs (runc run) until its process exits.
@@ -275,14 +279,16 @@ func containerSpec(t *testing.T, id string, b box, op []string) *specs.Spec {
 		args = append([]string{helperPath}, op...)
 	}
 	sc := trial.SpecConfig{
-		Hostname:    id,
-		Rootfs:      rootfs,
-		Files:       podFiles,
-		Args:        args,
-		Privileged:  !b.podLike,
-		Mounts:      append([]trial.Mount{{Source: self(t), Destination: helperPath, ReadOnly: true}}, b.mounts...),
-		CgroupsPath: "/podarmor-test/" + id,
-		Annotations: map[string]string{},
+		Hostname:        id,
+		Rootfs:          rootfs,
+		Files:           podFiles,
+		Args:            args,
+		Privileged:      !b.podLike,
+		Mounts:          append([]trial.Mount{{Source: self(t), Destination: helperPath, ReadOnly: true}}, b.mounts...),
+		CgroupsPath:     "/podarmor-test/" + id,
+		Annotations:     map[string]string{},
+		AppArmorProfile: b.appArmor,
+		Seccomp:         b.seccomp,
 	}
 	if b.socket != "" {
 		sc.Hook = &specs.Hook{
@@ -433,7 +439,7 @@ func inBox(t *testing.T, b box, op ...string) outcome {
 		closeSandboxesLocked()
 		sandboxesOf = top
 	}
-	key := fmt.Sprintf("%s|%s|%v|%v", b.socket, b.profile, b.mounts, b.podLike)
+	key := fmt.Sprintf("%s|%s|%v|%v|%s|%v", b.socket, b.profile, b.mounts, b.podLike, b.appArmor, b.seccomp != nil)
 	s, ok := sandboxes[key]
 	if !ok {
 		s = startSandbox(t, b)

@@ -447,32 +447,55 @@ func TestEnforcementSurvivesSIGKILL(t *testing.T) {
 	denied(t, "read in a new container under the new enforcer", inSandbox(t, e, "killed", "read", "/killed/f"))
 }
 
-// withFDServer serves one descriptor of path, opened here on the VM outside any
-// container, on a unix socket in the containers' root, and runs client with the socket's
-// path in a container.
+// withFDServer serves one descriptor of path, opened on the VM outside any container, on
+// a unix socket in the containers' root, and runs client with the socket's path in a
+// container. The server is a process of its own: no sandbox may connect to a socket the
+// enforcer (this process) listens on (bpfprog/self.h).
 func withFDServer(t *testing.T, path string, client func(sock string) outcome) outcome {
 	t.Helper()
 	containerRoot(t)
 	sock := fmt.Sprintf("/tmp/fd-%d.sock", time.Now().UnixNano()) // in the containers' root
-	l, err := net.Listen("unix", inRoot(sock))
+	srv := exec.Command(self(t), "fd-server", inRoot(sock), path)
+	srv.Env = append(os.Environ(), "PODARMOR_HELPER=1")
+	srv.Stderr = os.Stderr
+	out, err := srv.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		f, err := os.Open(path)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		c.(*net.UnixConn).WriteMsgUnix([]byte{0}, unix.UnixRights(int(f.Fd())), nil)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		srv.Process.Kill()
+		srv.Wait()
 	}()
+	if sc := bufio.NewScanner(out); !sc.Scan() || sc.Text() != "ready" {
+		t.Fatalf("descriptor server did not start: %q", sc.Text())
+	}
 	return client(sock)
+}
+
+// fdServer listens on socket, prints "ready", and sends one descriptor of path to the
+// first client.
+func fdServer(socket, path string) error {
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Println("ready")
+	c, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, _, err = c.(*net.UnixConn).WriteMsgUnix([]byte{0}, unix.UnixRights(int(f.Fd())), nil)
+	return err
 }
 
 // TestPtraceBetweenContainers: two containers of one profile are still two containers;
