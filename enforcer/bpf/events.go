@@ -51,12 +51,21 @@ func (e *Enforcer) Events(ctx context.Context) (<-chan Event, error) {
 		return nil, fmt.Errorf("bpf: open event ring buffer: %w", err)
 	}
 	rb.Poll(100)
+	// Close stops the reader too: libbpfgo's ring buffer must not be stopped twice at
+	// once (it would close its channel twice), so Close cancels ctx and waits for this
+	// stop before freeing the ring buffer.
+	ctx, stop := context.WithCancel(ctx)
+	e.mu.Lock()
+	e.stopReaders = append(e.stopReaders, stop)
+	e.mu.Unlock()
+	e.readers.Add(1)
 	out := make(chan Event, 1024)
 	go func() {
 		defer close(out)
 		go func() {
 			<-ctx.Done()
 			rb.Stop()
+			e.readers.Done()
 		}()
 		for b := range raw {
 			te, err := DecodeEvent(b)

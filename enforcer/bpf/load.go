@@ -11,6 +11,7 @@
 package bpf
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -127,6 +128,10 @@ type Enforcer struct {
 	bodies   []bodyState              // by body index; body 0 is never used
 	trans    regions
 	retired  map[Decision]uint64 // counts of retired bodies
+
+	// stopReaders end the event readers of Events; readers counts those not stopped yet.
+	stopReaders []context.CancelFunc
+	readers     sync.WaitGroup
 
 	// stats holds BPF_ENABLE_STATS's descriptor when Options.ProgramStats is set; progs
 	// are the attached programs whose statistics ProgramStats reads.
@@ -448,6 +453,14 @@ func (e *Enforcer) attach() error {
 // Close releases this process's handles. Pinned programs, links and maps stay: the
 // sandboxes remain enforced until Unpin.
 func (e *Enforcer) Close() {
+	e.mu.Lock()
+	stops := e.stopReaders
+	e.stopReaders = nil
+	e.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+	e.readers.Wait()
 	e.closeStats()
 	if e.mod != nil {
 		e.mod.Close()
