@@ -8,14 +8,13 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/podarmor/podarmor/e2e/framework"
 	"github.com/podarmor/podarmor/e2e/vm"
 )
 
-// TestMain builds what the node tests boot and run before any test starts, so that a
-// fresh machine's long builds (the cluster's Kubernetes binaries, the node image,
-// podarmor's images) do not count against go test's -timeout. The tests call the same
-// scripts again and find everything cached.
+// TestMain builds the node image before any test starts, so that a fresh machine's
+// long build does not count against go test's -timeout. The tests call the same script
+// again and find it cached. (The node joining a control plane is e2e/cluster's: its
+// TestCluster brings up the whole cluster.)
 func TestMain(m *testing.M) {
 	flag.Parse()
 	// Without the VM's tools the tests skip (vm.Require), outside CI; nothing to build.
@@ -34,9 +33,7 @@ func prebuild() error {
 		return err
 	}
 	for _, argv := range [][]string{
-		{"kube-binaries.sh", "--cluster", framework.DefaultVersions[0]},
 		{"node-image.sh"},
-		{"images.sh"},
 	} {
 		cmd := exec.Command(filepath.Join(root, "hack", argv[0]), argv[1:]...)
 		cmd.Stderr = os.Stderr
