@@ -23,7 +23,7 @@ func TestInVM(t *testing.T) {
 	for _, series := range vm.Series() {
 		t.Run(series, func(t *testing.T) {
 			t.Parallel()
-			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 35 * time.Minute, MemoryMiB: 2048,
+			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 45 * time.Minute, MemoryMiB: 2048,
 				// the attacks' containers run under the cluster's default policy
 				Files: []vm.File{{Path: "/podarmor/default-policy.yaml", Source: "../../deploy/policies/default.yaml", Mode: 0o644}}})
 		})
