@@ -17,8 +17,7 @@ eval "$(hack/libbpf.sh)"
 
 # ./e2e starts real control planes (etcd, kube-apiserver) of every version in
 # PODARMOR_KUBE_VERSIONS, built once by hack/kube-binaries.sh and cached. The
-# timeout is a safety net for a loaded machine: a quiet run of the whole suite takes
-# about half of it (docs/development.md).
+# timeout is a safety net for a loaded machine, where the VM suites run slowest.
 echo "test: go test ./..." >&2
 go test -count=1 -timeout 55m ./...
 # hack/plot (the figure of docs/observability.md) is a module of its own.
