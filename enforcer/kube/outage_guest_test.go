@@ -155,6 +155,27 @@ func TestAPIServerOutage(t *testing.T) {
 	})
 	t.Logf("node report caught up %v after the restore: %s", time.Since(restored).Round(time.Millisecond), last)
 
+	// The Events of the denials: the event recorder retries, every 10 s, the writes the
+	// outage refused, and the second of two alike Events is a patch that adds its series;
+	// e2e/outage_test.go looks for that patch in the API server's audit log, so wait for
+	// it rather than stop the enforcer with the retry still pending.
+	waitFor(t, 2*time.Minute, "a denial's Event patched with its series after the outage", func() bool {
+		evs, err := h.kube.EventsV1().Events(h.ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=PodarmorDenied"})
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		for _, e := range evs.Items {
+			if e.Series != nil {
+				last = fmt.Sprintf("%s: series of %d", e.Name, e.Series.Count)
+				return true
+			}
+		}
+		last = fmt.Sprintf("%d Events, none with a series", len(evs.Items))
+		return false
+	})
+	t.Logf("Events %v after the restore: %s", time.Since(restored).Round(time.Millisecond), last)
+
 	cancel()
 	<-h.done
 }
