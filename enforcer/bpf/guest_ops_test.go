@@ -544,6 +544,9 @@ func operate(a []string) error {
 	if err, ok := attackOp(a); ok {
 		return err
 	}
+	if err, ok := faultOp(a); ok {
+		return err
+	}
 	return fmt.Errorf("unknown helper operation %q", a[0])
 }
 
