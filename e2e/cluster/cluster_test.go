@@ -70,6 +70,14 @@ func TestCluster(t *testing.T) {
 		}
 		c.dir = filepath.Join(tmp, "cluster")
 		t.Cleanup(func() {
+			if t.Failed() && c.kubectlBin != "" {
+				for _, args := range [][]string{
+					{"get", "pods", "-A", "-o", "wide"},
+					{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+				} {
+					t.Logf("kubectl %s (the end):\n%s", strings.Join(args, " "), lastLines(c.output(args...), 60))
+				}
+			}
 			if t.Failed() {
 				for _, f := range []string{"kube-apiserver.log", "node-vm.log", "console.log", "logs/journal.log"} {
 					t.Logf("the end of %s:\n%s", f, tail(filepath.Join(c.dir, f), 60))
@@ -166,6 +174,19 @@ func (c *cluster) run(t *testing.T, timeout time.Duration, bin string, args ...s
 		t.Fatalf("%s %s: %v", filepath.Base(bin), strings.Join(args, " "), err)
 		return result{}
 	}
+}
+
+// output runs kubectl for a failure's report: what it printed, or why it could not.
+func (c *cluster) output(args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.kubectlBin, append([]string{"--kubeconfig", c.kubeconfig}, args...)...)
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s(%v)", out, err)
+	}
+	return string(out)
 }
 
 // kubectl runs kubectl and returns what it printed; it must succeed.

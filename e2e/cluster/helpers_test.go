@@ -359,8 +359,12 @@ func (c *cluster) replaceEnforcer(t *testing.T, trigger func()) corev1.Pod {
 	t.Logf("before: enforcer %s (uid %s); loop: %v", old.Name, old.UID, before)
 	trigger()
 	waitFor(t, 6*time.Minute, "the old enforcer pod "+old.Name+" to be gone", func() (bool, string) {
-		r := c.run(t, time.Minute, c.kubectlBin, "-n", releaseNS, "get", "pod", old.Name, "-o", "jsonpath={.metadata.uid}")
-		return r.code != 0 && strings.Contains(r.out, "NotFound") || r.code == 0 && r.out != string(old.UID), r.String()
+		// The uid first, then what says why the pod is still there: whether its
+		// deletion was asked for, its phase and its containers' states.
+		r := c.run(t, time.Minute, c.kubectlBin, "-n", releaseNS, "get", "pod", old.Name, "-o",
+			"jsonpath={.metadata.uid} deletion={.metadata.deletionTimestamp} phase={.status.phase} {.status.containerStatuses[*].state}")
+		uid, _, _ := strings.Cut(r.out, " ")
+		return r.code != 0 && strings.Contains(r.out, "NotFound") || r.code == 0 && uid != string(old.UID), r.String()
 	})
 	gone := loop.count(t)
 	t.Logf("old enforcer gone; loop: %v", gone)

@@ -2,8 +2,10 @@ package vm
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +120,7 @@ func TestConfigDefaults(t *testing.T) {
 		"an environment entry without a value": {cfg: Config{Kernel: "k", Command: []string{"true"}, Env: []string{"A"}}, wantErr: "not KEY=VALUE"},
 		"a relative working directory":         {cfg: Config{Kernel: "k", Command: []string{"true"}, Dir: "tmp"}, wantErr: "not absolute"},
 		"a benchmark VM with two CPUs":         {cfg: Config{Kernel: "k", Command: []string{"true"}, Bench: true, CPUs: 2}, wantErr: "exactly 1"},
+		"a nice value past 19":                 {cfg: Config{Kernel: "k", Command: []string{"true"}, Nice: 20}, wantErr: "nice value 20"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -131,5 +134,14 @@ func TestConfigDefaults(t *testing.T) {
 				t.Errorf("defaults not applied: %+v", tc.cfg)
 			}
 		})
+	}
+}
+
+func TestQEMUCommandNice(t *testing.T) {
+	if got := qemuCommand(context.Background(), "/usr/bin/qemu", []string{"-m", "64"}, 0).Args; !slices.Equal(got, []string{"/usr/bin/qemu", "-m", "64"}) {
+		t.Errorf("nice 0: %q", got)
+	}
+	if got := qemuCommand(context.Background(), "/usr/bin/qemu", []string{"-m", "64"}, 10).Args; !slices.Equal(got, []string{"nice", "-n", "10", "/usr/bin/qemu", "-m", "64"}) {
+		t.Errorf("nice 10: %q", got)
 	}
 }

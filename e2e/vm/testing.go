@@ -119,11 +119,13 @@ type GoTest struct {
 	// Files and Dirs go into the guest besides the binary and the testdata.
 	Files []File
 	Dirs  []string
-	// MemoryMiB, Timeout, CPUs, Bench, KernelArgs and Forwards are those of Config.
+	// MemoryMiB, Timeout, CPUs, Bench, Nice, KernelArgs and Forwards are those of
+	// Config.
 	MemoryMiB  int
 	Timeout    time.Duration
 	CPUs       int
 	Bench      bool
+	Nice       int
 	KernelArgs []string
 	Forwards   []Forward
 }
@@ -190,6 +192,7 @@ func RunGoTest(t *testing.T, series string, gt GoTest) Result {
 		Timeout:    timeout,
 		CPUs:       gt.CPUs,
 		Bench:      gt.Bench,
+		Nice:       gt.Nice,
 		KernelArgs: gt.KernelArgs,
 		Forwards:   gt.Forwards,
 	})

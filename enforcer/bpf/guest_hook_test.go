@@ -18,7 +18,9 @@ import (
 // TestHookBeforeFirstInstruction: pod-like runc containers whose OCI hook (hook.RunOCI)
 // asks the enforcer's hook server (hook.Listen) to register them before runc starts
 // their process. A container whose very first action is a denied open (its process is
-// busybox cat of the file) is denied, 100 containers in a row. Then, with the server
+// busybox cat of the file) is denied, 25 containers in a row (a container costs 4-7 s
+// under emulation; TestEnforcerRestartedWhileContainersAreCreated starts 28 more through
+// the hook). Then, with the server
 // stopped and its socket gone, the hook set to refuse makes runc fail the container
 // before its process runs, and the hook set to allow lets it run unconfined and records
 // it in the unprotected directory.
@@ -45,7 +47,7 @@ func TestHookBeforeFirstInstruction(t *testing.T) {
 	must(t, err)
 	decision := Decision{Profile: prof, Rule: "custom/first", Hook: tables.HookFileOpen, Action: tables.ActionEnforce}
 	cat := box{profile: prof, socket: socket, podLike: true, args: []string{"/bin/busybox", "cat", "/first/f"}}
-	const n = 100
+	const n = 25
 	start := time.Now()
 	for i := range n {
 		o := runContainer(t, cat)

@@ -12,6 +12,9 @@ import (
 // TestInVM runs this package's guest tests (files tagged vmguest) inside a VM on each
 // kernel series: loading BPF LSM programs needs a kernel with BPF in its LSM list, which
 // the host's is not. The binary is static (libbpf through cgo, see hack/libbpf.sh).
+// The suite is long and has no deadline of its own to meet, so its two VMs run niced:
+// in make test they share two cores with the local cluster (e2e/cluster), whose
+// kubelet, probes and rollouts do.
 func TestInVM(t *testing.T) {
 	vm.Require(t)
 	bin := vm.BuildGoTest(t, vm.GoTest{
@@ -23,7 +26,7 @@ func TestInVM(t *testing.T) {
 	for _, series := range vm.Series() {
 		t.Run(series, func(t *testing.T) {
 			t.Parallel()
-			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 45 * time.Minute, MemoryMiB: 2048,
+			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 45 * time.Minute, MemoryMiB: 2048, Nice: 10,
 				// the attacks' containers run under the cluster's default policy
 				Files: []vm.File{{Path: "/podarmor/default-policy.yaml", Source: "../../deploy/policies/default.yaml", Mode: 0o644}}})
 		})
