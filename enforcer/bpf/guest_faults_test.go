@@ -806,3 +806,102 @@ func journaledNamespaces(t *testing.T, f *faultEnforcer) map[uint32]bool {
 	}
 	return out
 }
+
+// TestAdoptionCleansLeftRuleBodies: an enforcer that ends within retireAfter of
+// replacing a profile's rules leaves the replaced rule body in the pinned maps (as one
+// killed while writing a body leaves that body). The next enforcer removes it when it
+// adopts the pinned state, folding its counts into the profile's, so a profile written
+// later under the same body index gets its own rules and nothing else.
+func TestAdoptionCleansLeftRuleBodies(t *testing.T) {
+	write(t, "/orphan/a", "a")
+	write(t, "/orphan/b", "b")
+	pinDir := "/sys/fs/bpf/podarmor-orphans"
+	first, err := Load(Options{PinDir: pinDir})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	serveHook(t, first, false)
+	denyRead := func(name, path string) string {
+		return policy(name, fmt.Sprintf(`  customRules:
+    files:
+    - name: deny
+      paths: [%q]
+      permissions: [read]
+`, path))
+	}
+	id := install(t, first, denyRead("orphan-a", "/orphan/a"))
+	denied(t, "read of /orphan/a under the first rules", inSandbox(t, first, id, "read", "/orphan/a"))
+	counted := func(e *Enforcer, profile string) uint64 {
+		c, err := e.Counters()
+		must(t, err)
+		var n uint64
+		for d, v := range c {
+			if d.Profile == profile {
+				n += v
+			}
+		}
+		return n
+	}
+	before := counted(first, id)
+	entries := func(e *Enforcer, b uint32) map[string]int {
+		n := map[string]int{}
+		for _, name := range bodyMaps {
+			off := 0
+			if name == "egress4" || name == "egress6" {
+				off = 4
+			}
+			ks, err := keys(e.maps[name])
+			must(t, err)
+			for _, k := range ks {
+				if binary.LittleEndian.Uint32(k[off:]) == b {
+					n[name]++
+				}
+			}
+		}
+		return n
+	}
+	first.mu.Lock()
+	left := first.profiles[id].body
+	first.mu.Unlock()
+	// The same profile, now denying the other file: a new body, the old one retiring,
+	// for longer than the enforcer lives (under emulation a second is not sure to be).
+	first.retireAfter = time.Hour
+	p := compilePolicy(t, denyRead("orphan-a", "/orphan/b"))
+	must(t, first.SetProfile(p))
+	if got := entries(first, left); got["dfa_accept"] == 0 || got["counters"] == 0 {
+		t.Fatalf("the replaced body %d before the enforcer ends: %v; want its accepting states and counters", left, got)
+	}
+	first.Close()
+	second, err := Load(Options{PinDir: pinDir})
+	if err != nil {
+		t.Fatalf("Load on the pinned state: %v", err)
+	}
+	t.Cleanup(func() {
+		second.Unpin()
+		second.Close()
+	})
+	serveHook(t, second, false)
+	if got := entries(second, left); len(got) != 0 {
+		t.Errorf("entries of the replaced rule body %d after the adoption: %v", left, got)
+	}
+	var pb tables.ProfileBody
+	if _, err := second.get("profile_bodies", left, &pb); err != nil || pb != (tables.ProfileBody{}) {
+		t.Errorf("profile_bodies[%d] after the adoption: %+v (%v), want it empty", left, pb, err)
+	}
+	if after := counted(second, id); after != before {
+		t.Errorf("decisions counted under %s: %d before the enforcer ended, %d after the adoption", id, before, after)
+	}
+	denied(t, "read of /orphan/b under the adopted rules", inSandbox(t, second, id, "read", "/orphan/b"))
+	allowed(t, "read of /orphan/a under the adopted rules", inSandbox(t, second, id, "read", "/orphan/a"))
+
+	// Another profile, written under the freed index, has its own rules only.
+	other := install(t, second, denyRead("orphan-other", "/orphan/b"))
+	second.mu.Lock()
+	reused := second.profiles[other].body
+	second.mu.Unlock()
+	if reused != left {
+		t.Fatalf("the new profile got rule body %d, not the freed %d: the test does not reach the reuse", reused, left)
+	}
+	allowed(t, "read of /orphan/a under a profile written where the left body was", inSandbox(t, second, other, "read", "/orphan/a"))
+	denied(t, "read of /orphan/b under that profile", inSandbox(t, second, other, "read", "/orphan/b"))
+}

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/aquasecurity/libbpfgo"
@@ -122,6 +123,9 @@ type Enforcer struct {
 	maps   map[string]*libbpfgo.BPFMap
 	hooks  []Hook
 
+	// retireAfter is how long a replaced rule body is kept (the constant retireAfter).
+	retireAfter time.Duration
+
 	mu       sync.Mutex
 	profiles map[string]*profileState // by profile ID
 	slots    []bool                   // slot in use; slot 0 is never used
@@ -151,12 +155,13 @@ var mapNames = []string{
 // program whose hook the kernel has.
 func Load(opts Options) (*Enforcer, error) {
 	e := &Enforcer{
-		log:      opts.Logger,
-		pinDir:   opts.PinDir,
-		cap:      opts.Capacity.withDefaults(),
-		limits:   opts.Tables,
-		maps:     map[string]*libbpfgo.BPFMap{},
-		profiles: map[string]*profileState{},
+		retireAfter: retireAfter,
+		log:         opts.Logger,
+		pinDir:      opts.PinDir,
+		cap:         opts.Capacity.withDefaults(),
+		limits:      opts.Tables,
+		maps:        map[string]*libbpfgo.BPFMap{},
+		profiles:    map[string]*profileState{},
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -462,6 +467,10 @@ func (e *Enforcer) Close() {
 	}
 	e.readers.Wait()
 	e.closeStats()
+	// Under the lock, which a pending cleanup of a replaced rule body (retire) takes
+	// before it touches the maps.
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.mod != nil {
 		e.mod.Close()
 		e.mod = nil

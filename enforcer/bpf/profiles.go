@@ -13,7 +13,8 @@ import (
 
 // retireAfter is how long a replaced rule body stays intact after its profile moved to a
 // new one: programs that read the old body index just before the switch finish with it
-// well within this time (a hook runs for microseconds).
+// well within this time (a hook runs for microseconds). Enforcer.retireAfter is this
+// but in tests that need a replaced body to outlive its enforcer.
 const retireAfter = time.Second
 
 type profileState struct {
@@ -229,13 +230,22 @@ func (e *Enforcer) writeTrans(start uint32, trans []uint32) error {
 
 // retire schedules the cleanup of a body no slot points at any more.
 func (e *Enforcer) retire(b uint32) {
-	time.AfterFunc(retireAfter, func() {
+	time.AfterFunc(e.retireAfter, func() {
 		e.mu.Lock()
 		defer e.mu.Unlock()
+		if e.mod == nil {
+			// Closed: the maps' descriptors are gone (their numbers may be another
+			// file's now). The next enforcer cleans the body (cleanOrphans).
+			return
+		}
 		e.foldCounters(b)
 		e.cleanBody(b)
 	})
 }
+
+// bodyMaps are the hash maps whose keys start with a rule body's index (egress keys
+// after the prefix length).
+var bodyMaps = []string{"dfa_accept", "dfa_subtree", "dfa_mount", "socket_rules", "mount_fstype", "counters", "egress4", "egress6"}
 
 // cleanBody deletes every entry keyed by body b and frees it. Hash map keys of every
 // per-body table start with the body index (egress keys after the prefix length).
@@ -244,7 +254,7 @@ func (e *Enforcer) cleanBody(b uint32) {
 	if bs.region.size > 0 {
 		e.trans.release(bs.region)
 	}
-	for _, name := range []string{"dfa_accept", "dfa_subtree", "dfa_mount", "socket_rules", "mount_fstype", "counters", "egress4", "egress6"} {
+	for _, name := range bodyMaps {
 		off := 0
 		if name == "egress4" || name == "egress6" {
 			off = 4
@@ -301,6 +311,64 @@ func (e *Enforcer) adopt() error {
 		}
 		e.profiles[id] = &profileState{slot: slot, body: body}
 		e.log.Info("adopted pinned profile", "profile", id, "slot", slot, "body", body)
+	}
+	return e.cleanOrphans()
+}
+
+// cleanOrphans deletes the rule bodies a previous enforcer left that no profile uses:
+// one it was killed while writing (never live), or one it replaced and had not cleaned
+// yet (retireAfter). Their entries are keyed by body index like a live body's, so a
+// later profile written under the same index would inherit them: rules of another
+// profile, and its counts. A replaced body's counts are folded first, under its
+// profile (from its slot) and its rules' numbers, as an adopted body's are.
+func (e *Enforcer) cleanOrphans() error {
+	orphans := map[uint32]bool{}
+	for b := uint32(1); int(b) < len(e.bodies); b++ {
+		if e.bodies[b].used {
+			continue
+		}
+		var pb tables.ProfileBody
+		if _, err := e.get("profile_bodies", b, &pb); err != nil {
+			return err
+		}
+		if pb != (tables.ProfileBody{}) {
+			orphans[b] = true
+		}
+	}
+	// A body killed before its profile_bodies entry (written last) has entries only.
+	for _, name := range bodyMaps {
+		off := 0
+		if name == "egress4" || name == "egress6" {
+			off = 4
+		}
+		ks, err := keys(e.maps[name])
+		if err != nil {
+			return fmt.Errorf("bpf: list map %s for rule bodies left by a previous enforcer: %w", name, err)
+		}
+		for _, k := range ks {
+			b := binary.LittleEndian.Uint32(k[off:])
+			if b != 0 && int(b) < len(e.bodies) && !e.bodies[b].used {
+				orphans[b] = true
+			}
+		}
+	}
+	for b := range orphans {
+		var pb tables.ProfileBody
+		if _, err := e.get("profile_bodies", b, &pb); err != nil {
+			return err
+		}
+		profile := ""
+		if pb.Slot != 0 && pb.Slot < e.cap.Profiles {
+			var name [64]byte
+			if _, err := e.get("profile_names", pb.Slot, &name); err != nil {
+				return err
+			}
+			profile = string(bytes.TrimRight(name[:], "\x00"))
+		}
+		e.bodies[b] = bodyState{profile: profile}
+		e.foldCounters(b)
+		e.cleanBody(b)
+		e.log.Info("removed a rule body a previous enforcer left unused", "body", b, "profile", profile)
 	}
 	return nil
 }
