@@ -36,6 +36,12 @@ var alertCases = map[string]alertCase{
 		// unregistered for 3 minutes (a reconciliation catches up), shorter than for: 5m
 		good: `podarmor_enforcer_containers_unregistered{node="n1"} 0x10 1x2 0x47`,
 	},
+	"PodArmorNRIDisconnected": {
+		bad:   `podarmor_enforcer_nri_connected{node="n1"} 1x10 0x50`,
+		fired: map[string]string{"node": "n1", "severity": "critical"},
+		// a runtime restart: disconnected for a minute
+		good: `podarmor_enforcer_nri_connected{node="n1"} 1x10 0x1 1x49`,
+	},
 	"PodArmorProfileLoadFailed": {
 		bad: `podarmor_enforcer_profiles{node="n1",enforcer="AppArmor",state="Failed"} 1x60
 		      podarmor_enforcer_profiles{node="n1",enforcer="AppArmor",state="Loaded"} 4x60`,

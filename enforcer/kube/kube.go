@@ -68,6 +68,7 @@ import (
 const (
 	DefaultReconcileInterval = 10 * time.Second
 	DefaultPodWait           = 2 * time.Second
+	DefaultNRIWait           = 30 * time.Second
 	DefaultListen            = ":9810"
 )
 
@@ -100,6 +101,9 @@ type Config struct {
 	// the OCI hook into the containers of sandboxed pods; its Socket and the hook's
 	// socket, timeout and unprotected directory default to the fields above.
 	NRI nri.Config
+	// NRIWait is how long the enforcer waits at start for the NRI plugin to connect
+	// before it loads the policies; DefaultNRIWait when zero.
+	NRIWait time.Duration
 
 	// PinDir is the BPF enforcer's bpffs directory; bpf.DefaultPinDir when empty.
 	PinDir string
@@ -154,6 +158,9 @@ func (c *Config) defaults() error {
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = DefaultReconcileInterval
 	}
+	if c.NRIWait == 0 {
+		c.NRIWait = DefaultNRIWait
+	}
 	if c.Proc == "" {
 		c.Proc = "/proc"
 	}
@@ -204,6 +211,8 @@ type agent struct {
 	// decision.
 	rulesets map[string]*ruleset.RuleSet
 	ready    atomic.Bool
+	// nri is the NRI plugin, nil when Config.NRI has no hook path.
+	nri *nri.Plugin
 }
 
 // Run enforces the cluster's policies on the node until ctx ends.
@@ -367,6 +376,23 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	// The NRI plugin is created here and connected before the first policy is applied
+	// (below), so that no container of a sandboxed pod passes its AppArmor profile
+	// without getting the hook: at a node's boot the profiles are not in the kernel
+	// until this enforcer loads them, and the runtime fails the pods' containers until
+	// then.
+	if cfg.NRI.Hook.Path != "" {
+		n := cfg.NRI
+		n.Hook.Socket = cmp.Or(n.Hook.Socket, cfg.Socket)
+		n.Hook.Timeout = cmp.Or(n.Hook.Timeout, cfg.HookTimeout)
+		n.Hook.UnprotectedDir = cmp.Or(n.Hook.UnprotectedDir, cfg.UnprotectedDir)
+		n.Observer = nriObserver{a}
+		n.Logger = log
+		if a.nri, err = nri.New(n); err != nil {
+			return err
+		}
+	}
+
 	httpAddr, stopHTTP, err := a.serveHTTP()
 	if err != nil {
 		return err
@@ -389,6 +415,25 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("kube: %w", err)
 	}
 	opts.Backends = a.metrics.timed(opts.Backends)
+
+	// The loops below end with ctx, or with this function if it fails first.
+	loops := sync.WaitGroup{}
+	defer loops.Wait()
+	ctx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	if a.nri != nil {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			if err := a.nri.Run(ctx); err != nil {
+				log.Error("NRI plugin stopped", "error", err)
+			}
+		}()
+		// Until the socket below accepts requests, the hooks the plugin injects
+		// refuse their containers (or, set to allow, record them for a late
+		// registration): the runtime creates none without asking.
+		a.waitNRI(ctx)
+	}
 
 	// Every policy in place before the first hook is answered.
 	a.applyPolicies(ctx, opts)
@@ -437,7 +482,6 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Ready(httpAddr)
 	}
 
-	loops := sync.WaitGroup{}
 	loops.Add(1)
 	go func() {
 		defer loops.Done()
@@ -445,25 +489,6 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("node status writer stopped", "error", err)
 		}
 	}()
-	if cfg.NRI.Hook.Path != "" {
-		n := cfg.NRI
-		n.Hook.Socket = cmp.Or(n.Hook.Socket, cfg.Socket)
-		n.Hook.Timeout = cmp.Or(n.Hook.Timeout, cfg.HookTimeout)
-		n.Hook.UnprotectedDir = cmp.Or(n.Hook.UnprotectedDir, cfg.UnprotectedDir)
-		n.Observer = nriObserver{a}
-		n.Logger = log
-		plugin, err := nri.New(n)
-		if err != nil {
-			return err
-		}
-		loops.Add(1)
-		go func() {
-			defer loops.Done()
-			if err := plugin.Run(ctx); err != nil {
-				log.Error("NRI plugin stopped", "error", err)
-			}
-		}()
-	}
 	loops.Add(2)
 	go func() {
 		defer loops.Done()
@@ -705,6 +730,29 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 }
 
+// waitNRI waits until the NRI plugin is connected to the runtime, for at most
+// Config.NRIWait: a runtime that does not answer delays the enforcer's start by that
+// much, then the enforcer goes on (and is not ready until the plugin connects).
+func (a *agent) waitNRI(ctx context.Context) {
+	start := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.NewTimer(a.cfg.NRIWait)
+	defer timeout.Stop()
+	for !a.nri.Connected() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timeout.C:
+			a.log.Warn("NRI: not connected to the runtime yet; loading the policies anyway (the enforcer is not ready until it connects)",
+				"waited", a.cfg.NRIWait)
+			return
+		case <-tick.C:
+		}
+	}
+	a.log.Info("NRI: connected before the policies are loaded", "waited", time.Since(start).Round(time.Millisecond))
+}
+
 // serveHTTP serves /metrics, /healthz and /readyz.
 func (a *agent) serveHTTP() (string, func(), error) {
 	if a.cfg.Listen == "-" {
@@ -715,12 +763,35 @@ func (a *agent) serveHTTP() (string, func(), error) {
 	if a.enf != nil {
 		reg.MustRegister(bpf.NewCollector(a.enf))
 	}
+	if a.nri != nil {
+		plugin := a.nri
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "podarmor_enforcer_nri_connected",
+				Help: "1 while the NRI plugin is connected to the container runtime (the runtime creates containers without the hook while it is not), 0 otherwise.",
+			}, func() float64 {
+				if plugin.Connected() {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "podarmor_enforcer_nri_connections_total",
+				Help: "Connections of the NRI plugin to the container runtime: one at start, one more after each runtime restart.",
+			}, func() float64 { return float64(plugin.Connections()) }),
+		)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "not ready: loading policies", http.StatusServiceUnavailable)
+			return
+		}
+		if a.nri != nil && !a.nri.Connected() {
+			http.Error(w, "not ready: the NRI plugin is not connected to the runtime: new containers of sandboxed pods get no hook",
+				http.StatusServiceUnavailable)
 			return
 		}
 		// Ready: the node enforces what it can. What it cannot is said here, and in

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/podarmor/podarmor/deploy/monitoring/inventory"
 	"github.com/podarmor/podarmor/enforcer/bpf"
+	"github.com/podarmor/podarmor/enforcer/nri"
 	"github.com/podarmor/podarmor/enforcer/profiles"
 	"github.com/podarmor/podarmor/enforcer/registrar"
 	"github.com/podarmor/podarmor/enforcer/tables"
@@ -66,6 +68,12 @@ func enforcerMetrics(t *testing.T) prometheus.Gatherer {
 		podEvents: newPodEvents(func(*corev1.ObjectReference, string, string) {}, DefaultEventBurst, DefaultEventInterval),
 	}
 	a.metrics = newMetrics(a)
+	// An NRI plugin that never connects: its gauge and counter are served from the start.
+	plugin, err := nri.New(nri.Config{Socket: filepath.Join(t.TempDir(), "nri.sock"), Hook: nri.HookConfig{Path: "/opt/podarmor/podarmor-enforcer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.nri = plugin
 	a.metrics.observeRegistration(registrar.SourceReconcile, "ap.shop.web", 2*time.Second, nil)
 	a.metrics.observeRegistration(registrar.SourceHook, "ap.shop.web", 0, errors.New("no such process"))
 	a.metrics.observeApply([]PolicyResult{

@@ -31,7 +31,7 @@ const (
 	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between attempts to
 	// connect to the runtime.
 	DefaultMinBackoff = 500 * time.Millisecond
-	DefaultMaxBackoff = 30 * time.Second
+	DefaultMaxBackoff = 2 * time.Second
 )
 
 // startTimeout bounds a connection's registration and configuration by the runtime (the
@@ -164,10 +164,11 @@ type Observer interface {
 // OCI hook into the containers of sandboxed pods, and reports the runtime's containers to
 // an Observer.
 type Plugin struct {
-	cfg       Config
-	log       *slog.Logger
-	q         queue
-	connected atomic.Bool
+	cfg         Config
+	log         *slog.Logger
+	q           queue
+	connected   atomic.Bool
+	connections atomic.Uint64
 }
 
 // New checks cfg and returns a plugin; Run connects it.
@@ -184,6 +185,10 @@ func New(cfg Config) (*Plugin, error) {
 // not, the runtime creates containers without asking it, so without the hook. The
 // enforcer's readiness can use it.
 func (p *Plugin) Connected() bool { return p.connected.Load() }
+
+// Connections is how many times the runtime has configured the plugin: 1 after the
+// first connection, one more after each reconnection (a runtime restart).
+func (p *Plugin) Connections() uint64 { return p.connections.Load() }
 
 // Run connects to the runtime and serves it until ctx ends, reconnecting with backoff
 // whenever the connection fails or the runtime closes it (a runtime restart does). It
@@ -284,6 +289,7 @@ func (p *Plugin) session(ctx context.Context) (connected bool, err error) {
 	}
 	p.log.Info("NRI: connected to the runtime", "socket", p.cfg.Socket,
 		"plugin", p.cfg.PluginIndex+"-"+p.cfg.PluginName, "runtimeNRIVersion", s.RuntimeNRIVersion())
+	p.connections.Add(1)
 	p.connected.Store(true)
 	defer p.connected.Store(false)
 	select {

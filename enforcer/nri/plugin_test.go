@@ -229,6 +229,9 @@ func TestPluginReconnectsWhenTheRuntimeRestarts(t *testing.T) {
 		PodNamespace: "shop", PodName: "web", PodUID: "uid-a", PodLabels: sandboxed.Labels, Profile: "ap.shop.web"}}})
 	first.waitPlugins(t, 1)
 	waitFor(t, "the plugin to say it is connected", p.Connected)
+	if n := p.Connections(); n != 1 {
+		t.Errorf("connections after the first: %d", n)
+	}
 
 	// The runtime goes away: its socket and the plugin's connection with it. Let the
 	// plugin fail to connect a few times before the runtime is back.
@@ -250,6 +253,9 @@ func TestPluginReconnectsWhenTheRuntimeRestarts(t *testing.T) {
 	}})
 	second.waitPlugins(t, 1)
 	waitFor(t, "the plugin to say it is connected again", p.Connected)
+	if n := p.Connections(); n != 2 {
+		t.Errorf("connections after the reconnection: %d", n)
+	}
 
 	rpl, err := second.a.CreateContainer(context.Background(), &api.CreateContainerRequest{Pod: sandboxed,
 		Container: &api.Container{Id: "c-new", PodSandboxId: "pod-a", Name: "new"}})
@@ -275,8 +281,8 @@ func TestRunReturnsWhenItsContextEnds(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	time.Sleep(100 * time.Millisecond)
-	if p.Connected() {
-		t.Error("Connected with no runtime to connect to")
+	if p.Connected() || p.Connections() != 0 {
+		t.Errorf("Connected %v, %d connections, with no runtime to connect to", p.Connected(), p.Connections())
 	}
 	cancel()
 	select {
