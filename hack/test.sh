@@ -19,7 +19,7 @@ eval "$(hack/libbpf.sh)"
 # PODARMOR_KUBE_VERSIONS, built once by hack/kube-binaries.sh and cached. The
 # timeout is a safety net for a loaded machine, where the VM suites run slowest.
 echo "test: go test ./..." >&2
-go test -count=1 -timeout 55m ./...
+go test -count=1 -timeout 70m ./...
 # hack/plot (the figure of docs/observability.md) is a module of its own.
 echo "test: go test ./... in hack/plot" >&2
 (cd hack/plot && go vet ./... && go test -count=1 ./...)
