@@ -13,6 +13,8 @@
 #   hack/local-cluster.sh up       # start; prints the admin kubeconfig's path on stdout
 #   hack/local-cluster.sh status   # what runs; exit 0 up, 3 not running, 1 half up
 #   hack/local-cluster.sh down     # stop what `up` started and remove its state
+#   hack/local-cluster.sh reboot-node  # shut the node VM down cleanly, boot it again,
+#                                      # wait until its kubelet is back and Ready
 #
 #   export KUBECONFIG="$(hack/local-cluster.sh up)"
 #   "$(hack/kube-binaries.sh v1.37.2)/kubectl" get pods -A
@@ -60,7 +62,7 @@ install_timeout=15m
 log() { echo "local-cluster: $*" >&2; }
 
 usage() {
-	echo "usage: $0 up|down|status" >&2
+	echo "usage: $0 up|down|status|reboot-node" >&2
 	exit 2
 }
 
@@ -154,6 +156,18 @@ teardown() {
 
 # Waits until the kubelet has registered the node and reports it Ready (kubectl wait
 # fails at once on a node that does not exist yet).
+# Boots the node VM, which reaches the API server through a forward to its port.
+start_node() {
+	local server
+	server="$(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')"
+	log "booting the node VM (a few minutes under TCG emulation; console in $dir/console.log)"
+	# The boot takes 3-5 minutes on a quiet 2-core machine and several times that on a
+	# busy one, most of it TCG emulation; give it time rather than fail.
+	PODARMOR_APISERVER="${server#https://}" PODARMOR_NODE_PROXY_SOCKET="$dir/egress.sock" \
+		PODARMOR_NODE_BOOT_TIMEOUT="${PODARMOR_NODE_BOOT_TIMEOUT:-1800}" \
+		"$root/hack/node-vm.sh" start "$dir" >/dev/null
+}
+
 wait_node_ready() {
 	local deadline=$((SECONDS + node_ready_timeout))
 	log "waiting for node $node to register and be Ready"
@@ -235,12 +249,7 @@ cmd_up() {
 	start_component kube-controller-manager
 	start_component kube-scheduler
 
-	log "booting the node VM (a few minutes under TCG emulation; console in $dir/console.log)"
-	# The boot takes 3-5 minutes on a quiet 2-core machine and several times that on a
-	# busy one, most of it TCG emulation; give it time rather than fail.
-	PODARMOR_APISERVER="${server#https://}" PODARMOR_NODE_PROXY_SOCKET="$dir/egress.sock" \
-		PODARMOR_NODE_BOOT_TIMEOUT="${PODARMOR_NODE_BOOT_TIMEOUT:-1800}" \
-		"$root/hack/node-vm.sh" start "$dir" >/dev/null
+	start_node
 	wait_node_ready
 	if [[ "$install" == true ]]; then
 		install_podarmor "$helm"
@@ -285,10 +294,39 @@ cmd_status() {
 	return 1
 }
 
+# A reboot of the node: a clean shutdown of the guest (its containers stopped, then
+# systemd's shutdown), then a boot from the same disk. The kernel's state goes with it:
+# podarmor's BPF programs and maps, the AppArmor profiles, everything in /run. The node
+# object stays, Ready until the node controller notices; the kubelet's new boot ID
+# tells the node that came back.
+cmd_reboot_node() {
+	if (($(running_count) != parts)); then
+		log "the cluster is not up (hack/local-cluster.sh status)"
+		return 1
+	fi
+	bin="$("$root/hack/kube-binaries.sh" --cluster "$(<"$dir/version")")"
+	local boot deadline
+	boot="$(kubectl get node "$node" -o jsonpath='{.status.nodeInfo.bootID}')"
+	log "rebooting node $node (boot ID $boot)"
+	"$root/hack/node-vm.sh" stop "$dir"
+	start_node
+	deadline=$((SECONDS + node_ready_timeout))
+	until [[ "$(kubectl get node "$node" -o jsonpath='{.status.nodeInfo.bootID}' 2>/dev/null)" != "$boot" ]]; do
+		if ((SECONDS >= deadline)); then
+			log "the kubelet of node $node did not report a new boot in ${node_ready_timeout}s; see $dir/logs/journal.log (unit podarmor-kubelet)"
+			return 1
+		fi
+		sleep 2
+	done
+	kubectl wait --for=condition=Ready "node/$node" --timeout="$((deadline - SECONDS))s" >&2
+	log "node $node is back (boot ID $(kubectl get node "$node" -o jsonpath='{.status.nodeInfo.bootID}'))"
+}
+
 (($# == 1)) || usage
 case "$1" in
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
+reboot-node) cmd_reboot_node ;;
 *) usage ;;
 esac

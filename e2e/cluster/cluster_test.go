@@ -7,7 +7,8 @@
 //     podarmor, deploys deploy/examples/demo.yaml and runs five attacks;
 //  2. the tests of what the demo leaves running (a policy change reaching the running
 //     pod, an ephemeral container, the three enforcers in one pod, the enforcer pod
-//     deleted, helm upgrade), each leaving the cluster as it found it;
+//     deleted, helm upgrade, containerd restarted, the node rebooted), each leaving the
+//     cluster as it found it;
 //  3. helm uninstall, last, since it removes podarmor.
 //
 // The cluster is torn down at the end whatever happened. When a step fails, the
@@ -103,6 +104,8 @@ func TestCluster(t *testing.T) {
 	t.Run("three-enforcers", func(t *testing.T) { testThreeEnforcers(t, c) })
 	t.Run("enforcer-pod-deleted", func(t *testing.T) { testEnforcerPodDeleted(t, c) })
 	t.Run("helm-upgrade", func(t *testing.T) { testHelmUpgrade(t, c) })
+	t.Run("containerd-restart", func(t *testing.T) { testContainerdRestart(t, c) })
+	t.Run("node-reboot", func(t *testing.T) { testNodeReboot(t, c) })
 	t.Run("helm-uninstall", func(t *testing.T) { testHelmUninstall(t, c) })
 	t.Logf("the tests after the demo took %s", time.Since(start).Round(time.Second))
 }

@@ -431,7 +431,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 		// Until the socket below accepts requests, the hooks the plugin injects
 		// refuse their containers (or, set to allow, record them for a late
-		// registration): the runtime creates none without asking.
+		// registration): the runtime creates none without asking. The policies load
+		// only after the runtime's synchronization is answered: a runtime drops a
+		// plugin that answers late (containerd after 2 s), and compiling and loading
+		// on a busy node could delay the answer that much.
 		a.waitNRI(ctx)
 	}
 

@@ -181,9 +181,11 @@ func New(cfg Config) (*Plugin, error) {
 	return p, nil
 }
 
-// Connected reports whether the plugin is registered with the runtime now: while it is
-// not, the runtime creates containers without asking it, so without the hook. The
-// enforcer's readiness can use it.
+// Connected reports whether the plugin is registered with the runtime now and has
+// answered its synchronization: while it is not, the runtime creates containers without
+// asking it, so without the hook. (A runtime adds a plugin to those it asks only once
+// the plugin has answered the synchronization in time; the plugin is counted connected
+// when it has answered.) The enforcer's readiness uses it.
 func (p *Plugin) Connected() bool { return p.connected.Load() }
 
 // Connections is how many times the runtime has configured the plugin: 1 after the
@@ -289,8 +291,7 @@ func (p *Plugin) session(ctx context.Context) (connected bool, err error) {
 	}
 	p.log.Info("NRI: connected to the runtime", "socket", p.cfg.Socket,
 		"plugin", p.cfg.PluginIndex+"-"+p.cfg.PluginName, "runtimeNRIVersion", s.RuntimeNRIVersion())
-	p.connections.Add(1)
-	p.connected.Store(true)
+	// Connected once the runtime's synchronization is answered (handler.Synchronize).
 	defer p.connected.Store(false)
 	select {
 	case <-closed:
@@ -316,6 +317,8 @@ func (h handler) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	}
 	h.p.log.Info("NRI: synchronized with the runtime", "pods", len(pods), "containers", len(ctrs))
 	h.p.notify(func(o Observer) { o.Synchronized(list) })
+	h.p.connections.Add(1)
+	h.p.connected.Store(true)
 	return nil, nil
 }
 
