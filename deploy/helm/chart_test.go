@@ -710,3 +710,29 @@ func enforcerOf(t *testing.T, objs objects) corev1.Container {
 	t.Fatal("the DaemonSet has no enforcer container")
 	return corev1.Container{}
 }
+
+// TestEnforcerWithoutNRI: enforcer.nri=false leaves out the NRI plugin (its arguments,
+// which the enforcer's readiness depends on, and the runtime's socket), for runtimes
+// whose hook comes from elsewhere; by default it is there.
+func TestEnforcerWithoutNRI(t *testing.T) {
+	nri := func(objs objects) (args []string, volume bool) {
+		c := enforcerOf(t, objs)
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--nri-") {
+				args = append(args, a)
+			}
+		}
+		var ds appsv1.DaemonSet
+		objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
+		volume = slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "nri" }) ||
+			slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "nri" })
+		return args, volume
+	}
+	if args, volume := nri(render(t, RenderOptions{})); !reflect.DeepEqual(args, []string{
+		"--nri-hook-path=/opt/podarmor/bin/podarmor-enforcer", "--nri-socket=/var/run/nri/nri.sock"}) || !volume {
+		t.Errorf("by default: NRI arguments %q, socket mounted %t; want both", args, volume)
+	}
+	if args, volume := nri(render(t, RenderOptions{Set: []string{"enforcer.nri=false"}})); len(args) != 0 || volume {
+		t.Errorf("with enforcer.nri=false: NRI arguments %q, socket mounted %t; want neither", args, volume)
+	}
+}
