@@ -718,6 +718,13 @@ func (a *agent) reconcile(ctx context.Context) {
 	for _, id := range got.Registered {
 		a.log.Warn("reconcile: container was running unregistered; registered now", "container", id)
 	}
+	if a.nri != nil {
+		if id, ok := ignoredPlugin(a.nri, got.Registered); ok {
+			a.log.Error("NRI: the runtime made a container without asking the plugin, though it is connected: the runtime must have dropped it (a late answer to its synchronization); reconnecting",
+				"container", id)
+			a.nri.Reconnect()
+		}
+	}
 	for id, err := range got.Failed {
 		a.log.Error("reconcile: sandboxed container is not registered", "container", id, "error", err)
 	}
@@ -731,6 +738,28 @@ func (a *agent) reconcile(ctx context.Context) {
 	if len(got.Adopted) > 0 {
 		a.log.Info("reconcile: registrations of a previous enforcer adopted", "containers", got.Adopted)
 	}
+}
+
+// nriSession is what ignoredPlugin asks of the NRI plugin.
+type nriSession interface {
+	Connected() bool
+	Seen(id string) bool
+}
+
+// ignoredPlugin tells whether a container registered late proves that the runtime
+// creates containers without asking the connected plugin: one the runtime never told
+// the plugin of since it connected (not in its synchronization, not created nor started
+// since), so created after the synchronization without it. It returns that container.
+func ignoredPlugin(p nriSession, late []string) (string, bool) {
+	if !p.Connected() {
+		return "", false
+	}
+	for _, id := range late {
+		if !p.Seen(id) {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 // waitNRI waits until the NRI plugin is connected to the runtime, for at most

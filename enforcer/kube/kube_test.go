@@ -223,3 +223,33 @@ func TestSpecChanges(t *testing.T) {
 		t.Errorf("calls %s", got)
 	}
 }
+
+type fakeNRI struct {
+	connected bool
+	seen      map[string]bool
+}
+
+func (f fakeNRI) Connected() bool     { return f.connected }
+func (f fakeNRI) Seen(id string) bool { return f.seen[id] }
+
+func TestIgnoredPlugin(t *testing.T) {
+	seen := map[string]bool{"synced": true, "created": true}
+	tests := map[string]struct {
+		plugin fakeNRI
+		late   []string
+		want   string
+	}{
+		"nothing registered late":                            {plugin: fakeNRI{true, seen}},
+		"containers of the synchronization, registered late": {plugin: fakeNRI{true, seen}, late: []string{"synced", "created"}},
+		"a container the runtime never told the plugin of":   {plugin: fakeNRI{true, seen}, late: []string{"synced", "unseen"}, want: "unseen"},
+		"the plugin is not connected: nothing to conclude":   {plugin: fakeNRI{false, seen}, late: []string{"unseen"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			id, ok := ignoredPlugin(tc.plugin, tc.late)
+			if id != tc.want || ok != (tc.want != "") {
+				t.Errorf("ignoredPlugin = %q, %t; want %q", id, ok, tc.want)
+			}
+		})
+	}
+}

@@ -169,6 +169,13 @@ type Plugin struct {
 	q           queue
 	connected   atomic.Bool
 	connections atomic.Uint64
+
+	mu sync.Mutex
+	// seen are the containers the runtime told the plugin of in the current session
+	// (its synchronization, then each creation and start).
+	seen map[string]bool
+	// drop closes the current session's connection; nil between sessions.
+	drop func()
 }
 
 // New checks cfg and returns a plugin; Run connects it.
@@ -191,6 +198,37 @@ func (p *Plugin) Connected() bool { return p.connected.Load() }
 // Connections is how many times the runtime has configured the plugin: 1 after the
 // first connection, one more after each reconnection (a runtime restart).
 func (p *Plugin) Connections() uint64 { return p.connections.Load() }
+
+// Seen reports whether the runtime told the plugin of container id (by its
+// synchronization, or when it created or started it) since the plugin last connected.
+// A container created after the synchronization that the plugin never saw was created
+// without asking it: the runtime does not count the plugin as one of its plugins, even
+// though the connection is open (containerd drops a plugin that answered the
+// synchronization late, and keeps the connection). Reconnect then.
+func (p *Plugin) Seen(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen[id]
+}
+
+// Reconnect closes the connection to the runtime; Run connects again, which makes the
+// runtime synchronize the plugin anew.
+func (p *Plugin) Reconnect() {
+	p.mu.Lock()
+	drop := p.drop
+	p.mu.Unlock()
+	if drop != nil {
+		drop()
+	}
+}
+
+func (p *Plugin) see(ids ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range ids {
+		p.seen[id] = true
+	}
+}
 
 // Run connects to the runtime and serves it until ctx ends, reconnecting with backoff
 // whenever the connection fails or the runtime closes it (a runtime restart does). It
@@ -247,6 +285,14 @@ func (p *Plugin) session(ctx context.Context) (connected bool, err error) {
 			conn.Close()
 		}
 	}
+	p.mu.Lock()
+	p.seen, p.drop = map[string]bool{}, dropConn
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.drop = nil
+		p.mu.Unlock()
+	}()
 	s, err := stub.New(handler{p},
 		stub.WithPluginName(p.cfg.PluginName),
 		stub.WithPluginIdx(p.cfg.PluginIndex),
@@ -314,6 +360,7 @@ func (h handler) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	list := make([]Container, 0, len(ctrs))
 	for _, c := range ctrs {
 		list = append(list, h.p.container(byID[c.GetPodSandboxId()], c))
+		h.p.see(c.GetId())
 	}
 	h.p.log.Info("NRI: synchronized with the runtime", "pods", len(pods), "containers", len(ctrs))
 	h.p.notify(func(o Observer) { o.Synchronized(list) })
@@ -323,6 +370,7 @@ func (h handler) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 }
 
 func (h handler) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	h.p.see(ctr.GetId())
 	profile := h.p.cfg.Select(podOf(pod))
 	if profile == "" {
 		return nil, nil, nil
@@ -344,6 +392,7 @@ func (h handler) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 }
 
 func (h handler) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	h.p.see(ctr.GetId())
 	c := h.p.container(pod, ctr)
 	h.p.notify(func(o Observer) { o.ContainerStarted(c) })
 	return nil
@@ -356,6 +405,9 @@ func (h handler) StopContainer(_ context.Context, pod *api.PodSandbox, ctr *api.
 }
 
 func (h handler) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	h.p.mu.Lock()
+	delete(h.p.seen, ctr.GetId())
+	h.p.mu.Unlock()
 	c := h.p.container(pod, ctr)
 	h.p.notify(func(o Observer) { o.ContainerRemoved(c) })
 	return nil

@@ -257,10 +257,16 @@ func TestPluginReconnectsWhenTheRuntimeRestarts(t *testing.T) {
 		t.Errorf("connections after the reconnection: %d", n)
 	}
 
+	if !p.Seen("c-late") || p.Seen("c-new") {
+		t.Errorf("after the synchronization: Seen(c-late) %t, Seen(c-new) %t; want true, false", p.Seen("c-late"), p.Seen("c-new"))
+	}
 	rpl, err := second.a.CreateContainer(context.Background(), &api.CreateContainerRequest{Pod: sandboxed,
 		Container: &api.Container{Id: "c-new", PodSandboxId: "pod-a", Name: "new"}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !p.Seen("c-new") {
+		t.Error("the container the runtime created is not seen")
 	}
 	if d := cmp.Diff([]*api.Hook{wantHook()}, rpl.GetAdjust().GetHooks().GetCreateRuntime(), protocmp.Transform()); d != "" {
 		t.Errorf("createRuntime hooks after the reconnection (-want +got):\n%s", d)
@@ -576,4 +582,24 @@ func (quietLogger) Warnf(_ context.Context, f string, a ...any) {
 }
 func (quietLogger) Errorf(_ context.Context, f string, a ...any) {
 	slog.Error("nri adaptation: " + fmt.Sprintf(f, a...))
+}
+
+// TestReconnect: Reconnect drops the connection, and the plugin connects again to the
+// same runtime, which synchronizes it anew.
+func TestReconnect(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "nri.sock")
+	rt := startRuntime(t, socket, []*api.PodSandbox{sandboxed},
+		[]*api.Container{{Id: "c-web", PodSandboxId: "pod-a", Name: "web", State: api.ContainerState_CONTAINER_RUNNING, Pid: 4242}})
+	obs := newObserver()
+	p := startPlugin(t, socket, obs)
+	want := event{"synchronized", []Container{{ID: "c-web", Name: "web", State: StateRunning, PID: 4242,
+		PodNamespace: "shop", PodName: "web", PodUID: "uid-a", PodLabels: sandboxed.Labels, Profile: "ap.shop.web"}}}
+	obs.expect(t, want)
+	rt.waitPlugins(t, 1)
+	waitFor(t, "the plugin to say it is connected", p.Connected)
+
+	p.Reconnect()
+	obs.expect(t, want)
+	waitFor(t, "the plugin connected a second time", func() bool { return p.Connected() && p.Connections() == 2 })
+	rt.waitPlugins(t, 1)
 }
