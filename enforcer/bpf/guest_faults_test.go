@@ -40,6 +40,11 @@ import (
 // faultSecret is what /killed/f holds in these tests: a container that prints it read it.
 const faultSecret = "the-killed-secret"
 
+// readyTimeout bounds an enforcer's start, from its process to its hook socket. A load
+// takes 12-64 s under emulation; in make test the suite's VMs run niced next to the
+// local cluster's, and one load took over 2 minutes.
+const readyTimeout = 8 * time.Minute
+
 // faultOp runs the helper operations of this file.
 func faultOp(a []string) (err error, ok bool) {
 	switch a[0] {
@@ -443,7 +448,7 @@ func (f *faultEnforcer) killAfter(phase int, steady time.Duration) error {
 		load := max(f.loadTime, 100*time.Millisecond)
 		time.Sleep(time.Until(f.started.Add(rand.N(load))))
 	default:
-		if err := f.waitReady(2 * time.Minute); err != nil {
+		if err := f.waitReady(readyTimeout); err != nil {
 			return err
 		}
 		time.Sleep(rand.N(steady))
@@ -466,7 +471,7 @@ func TestEnforcerKilledInALoop(t *testing.T) {
 	if err := f.start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.waitReady(2 * time.Minute); err != nil {
+	if err := f.waitReady(readyTimeout); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("first enforcer ready in %s", f.loadTime.Round(time.Millisecond))
@@ -519,7 +524,7 @@ func TestEnforcerKilledInALoop(t *testing.T) {
 			t.Fatalf("after kill %d: %d reads succeeded", i+1, ok)
 		}
 	}
-	must(t, f.waitReady(2*time.Minute))
+	must(t, f.waitReady(readyTimeout))
 	ok, eperm := readCounts(t, countFile)
 	t.Logf("%d SIGKILLs in %s (%d of a serving enforcer, %d before it was ready; the last load took %s): reads so far %d allowed, %d refused; %d refused in %s without an enforcer process",
 		f.kills, time.Since(start).Round(100*time.Millisecond), f.killedReady, f.kills-f.killedReady, f.loadTime.Round(time.Millisecond), ok, eperm, gapReads, gapTime.Round(time.Millisecond))
@@ -610,7 +615,7 @@ func TestEnforcerRestartedWhileContainersAreCreated(t *testing.T) {
 				}
 			}
 			must(t, f.start())
-			must(t, f.waitReady(2*time.Minute))
+			must(t, f.waitReady(readyTimeout))
 			var lateOK, lateEPERM int
 			if late != nil {
 				if got := f.report.Unprotected; len(got) != 1 || got[0] != late.id {
@@ -628,7 +633,7 @@ func TestEnforcerRestartedWhileContainersAreCreated(t *testing.T) {
 				for i := 0; ; i++ {
 					select {
 					case <-stop:
-						killerDone <- f.waitReady(2 * time.Minute)
+						killerDone <- f.waitReady(readyTimeout)
 						return
 					default:
 					}
@@ -637,7 +642,7 @@ func TestEnforcerRestartedWhileContainersAreCreated(t *testing.T) {
 					var err error
 					if i%3 == 2 {
 						err = f.killAfter(1, 0)
-					} else if err = f.waitReady(2 * time.Minute); err == nil {
+					} else if err = f.waitReady(readyTimeout); err == nil {
 						time.Sleep(2*time.Second + rand.N(6*time.Second))
 						f.kill()
 					}
@@ -768,7 +773,7 @@ func TestEnforcerRestartedWhileContainersAreCreated(t *testing.T) {
 			// poststop hook found no enforcer, or found one that did not know them).
 			f.kill()
 			must(t, f.start())
-			must(t, f.waitReady(2*time.Minute))
+			must(t, f.waitReady(readyTimeout))
 			rep := f.report
 			t.Logf("the last restart removed %d registrations of ended containers", len(rep.Removed))
 			if rep.Unreadable != 0 || len(rep.Registrations) != 0 {

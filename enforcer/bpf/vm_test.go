@@ -26,7 +26,16 @@ func TestInVM(t *testing.T) {
 	for _, series := range vm.Series() {
 		t.Run(series, func(t *testing.T) {
 			t.Parallel()
-			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Timeout: 45 * time.Minute, MemoryMiB: 2048, Nice: 10,
+			var args []string
+			if series == "6.1" {
+				// The enforcer-process faults (killed in a loop, restarted while
+				// containers are created) exercise the enforcer's start and the
+				// adoption of its pinned state, which other tests check on both
+				// kernels; at 10-13 minutes a kernel under emulation they run on
+				// 6.12 only.
+				args = []string{"-test.skip", "^(TestEnforcerKilledInALoop|TestEnforcerRestartedWhileContainersAreCreated)$"}
+			}
+			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Args: args, Timeout: 55 * time.Minute, MemoryMiB: 2048, Nice: 10,
 				// the attacks' containers run under the cluster's default policy
 				Files: []vm.File{{Path: "/podarmor/default-policy.yaml", Source: "../../deploy/policies/default.yaml", Mode: 0o644}}})
 		})
