@@ -851,14 +851,10 @@ func TestAdoptionCleansLeftRuleBodies(t *testing.T) {
 	entries := func(e *Enforcer, b uint32) map[string]int {
 		n := map[string]int{}
 		for _, name := range bodyMaps {
-			off := 0
-			if name == "egress4" || name == "egress6" {
-				off = 4
-			}
 			ks, err := keys(e.maps[name])
 			must(t, err)
 			for _, k := range ks {
-				if binary.LittleEndian.Uint32(k[off:]) == b {
+				if keyBody(name, k) == b {
 					n[name]++
 				}
 			}

@@ -247,6 +247,14 @@ func (e *Enforcer) retire(b uint32) {
 // after the prefix length).
 var bodyMaps = []string{"dfa_accept", "dfa_subtree", "dfa_mount", "socket_rules", "mount_fstype", "counters", "egress4", "egress6"}
 
+// keyBody is the rule body index a key of bodyMaps' map name starts with.
+func keyBody(name string, k []byte) uint32 {
+	if name == "egress4" || name == "egress6" {
+		return binary.LittleEndian.Uint32(k[4:])
+	}
+	return binary.LittleEndian.Uint32(k)
+}
+
 // cleanBody deletes every entry keyed by body b and frees it. Hash map keys of every
 // per-body table start with the body index (egress keys after the prefix length).
 func (e *Enforcer) cleanBody(b uint32) {
@@ -255,17 +263,13 @@ func (e *Enforcer) cleanBody(b uint32) {
 		e.trans.release(bs.region)
 	}
 	for _, name := range bodyMaps {
-		off := 0
-		if name == "egress4" || name == "egress6" {
-			off = 4
-		}
 		ks, err := keys(e.maps[name])
 		if err != nil {
 			e.log.Error("cannot list map to clean a retired rule body", "map", name, "body", b, "err", err)
 			continue
 		}
 		for _, k := range ks {
-			if binary.LittleEndian.Uint32(k[off:]) != b {
+			if keyBody(name, k) != b {
 				continue
 			}
 			if err := e.maps[name].DeleteKey(unsafe.Pointer(&k[0])); err != nil {
@@ -337,16 +341,12 @@ func (e *Enforcer) cleanOrphans() error {
 	}
 	// A body killed before its profile_bodies entry (written last) has entries only.
 	for _, name := range bodyMaps {
-		off := 0
-		if name == "egress4" || name == "egress6" {
-			off = 4
-		}
 		ks, err := keys(e.maps[name])
 		if err != nil {
 			return fmt.Errorf("bpf: list map %s for rule bodies left by a previous enforcer: %w", name, err)
 		}
 		for _, k := range ks {
-			b := binary.LittleEndian.Uint32(k[off:])
+			b := keyBody(name, k)
 			if b != 0 && int(b) < len(e.bodies) && !e.bodies[b].used {
 				orphans[b] = true
 			}
