@@ -50,31 +50,41 @@ kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >&2
 kubectl label namespace demo podarmor.io/enable=true --overwrite >&2
 
 step "A policy and a privileged workload (deploy/examples/demo.yaml)"
-sed -n '/^kind: ArmorPolicy/,/^---/p' deploy/examples/demo.yaml | sed '$d' >&2
-# The webhook's pods are ready once helm returns, but kube-proxy on the node may not have
-# programmed its Service yet, and the API server reaches webhooks through the Service:
-# retry while the call to the webhook fails, for up to two minutes.
-for ((i = 0; ; i++)); do
-	if out="$(kubectl apply -f deploy/examples/demo.yaml 2>&1)"; then
-		break
-	fi
-	if ((i >= 60)) || ! grep -q 'failed calling webhook' <<<"$out"; then
-		say "$out"
-		fail "kubectl apply -f deploy/examples/demo.yaml"
-	fi
-	sleep 2
-done
-grep -v '^Warning: rule' <<<"$out" >&2 || true
+policy="$(sed -n '/^kind: ArmorPolicy/,/^---/p' deploy/examples/demo.yaml | sed '$d')"
+echo "$policy" >&2
+# apply_retrying FILE: kubectl apply -f FILE. The webhook's pods are ready once helm
+# returns, but kube-proxy on the node may not have programmed its Service yet, and the
+# API server reaches webhooks through the Service: retry while the call to the webhook
+# fails, for up to two minutes.
+apply_retrying() {
+	local out i
+	for ((i = 0; ; i++)); do
+		if out="$(kubectl apply -f "$1" 2>&1)"; then
+			break
+		fi
+		if ((i >= 60)) || ! grep -q 'failed calling webhook' <<<"$out"; then
+			say "$out"
+			fail "kubectl apply -f $1"
+		fi
+		sleep 2
+	done
+	grep -v '^Warning: rule' <<<"$out" >&2 || true
+}
+# The policy first: a pod created before its policy is Ready on the node would be
+# mutated for the namespace's default policy.
+policy_file="$(mktemp --suffix=.yaml)"
+trap 'rm -f "$policy_file"' EXIT
+echo "$policy" >"$policy_file"
+apply_retrying "$policy_file"
 say "(the API server warned that some rules are not enforced by every enforcer of the policy:"
 say " AppArmor and seccomp cannot express them, BPF enforces them; \`podarmor render\` says why)"
 say "waiting for the policy to be Ready on the node, then for the workload"
 kubectl -n demo wait --for=condition=Ready armorpolicy/demo-app --timeout=300s >&2
-# A pod created before the policy was Ready would have been mutated for the default
-# policy; restart the rollout so every pod is the policy's.
-kubectl -n demo rollout restart deployment/demo-app >&2
+apply_retrying deploy/examples/demo.yaml
 kubectl -n demo rollout status deployment/demo-app --timeout=600s >&2
-# The rollout is done once the old pod is terminating; it still shows as Running until it
-# is gone, and an exec into it fails. Wait for the one new pod.
+# Run again on a cluster where the demo ran before, the rollout is done once the old pod
+# is terminating; it still shows as Running until it is gone, and an exec into it
+# fails. Wait for the one new pod.
 pod=""
 for ((i = 0; i < 120; i++)); do
 	pods="$(kubectl -n demo get pods -l app=demo-app -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{if eq .status.phase "Running"}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}{{end}}')"

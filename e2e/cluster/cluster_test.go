@@ -102,7 +102,6 @@ func TestCluster(t *testing.T) {
 	t.Run("policy-change", func(t *testing.T) { testPolicyChange(t, c) })
 	t.Run("ephemeral-container", func(t *testing.T) { testEphemeralContainer(t, c) })
 	t.Run("three-enforcers", func(t *testing.T) { testThreeEnforcers(t, c) })
-	t.Run("enforcer-pod-deleted", func(t *testing.T) { testEnforcerPodDeleted(t, c) })
 	t.Run("helm-upgrade", func(t *testing.T) { testHelmUpgrade(t, c) })
 	t.Run("containerd-restart", func(t *testing.T) { testContainerdRestart(t, c) })
 	t.Run("node-reboot", func(t *testing.T) { testNodeReboot(t, c) })

@@ -457,13 +457,14 @@ func (f *faultEnforcer) killAfter(phase int, steady time.Duration) error {
 	return nil
 }
 
-// TestEnforcerKilledInALoop SIGKILLs the enforcer 12 times while a container it
-// registered through the OCI hook reads a denied file in a loop: soon after the
-// enforcer's start, during its load (adopting the pinned state, replacing the programs,
-// rewriting the profile, reconciling) and while it serves, each time with a pause
-// before the next starts. Not one read may succeed, reads must have been refused while
-// no enforcer process existed, and the last enforcer must have adopted the container's
-// registration (not registered it anew) and confine a new container.
+// TestEnforcerKilledInALoop SIGKILLs the enforcer 6 times while a container it
+// registered through the OCI hook reads a denied file in a loop, twice at each of three
+// points: soon after the enforcer's start, during its load (adopting the pinned state,
+// replacing the programs, rewriting the profile, reconciling) and while it serves, each
+// time with a pause before the next starts. Not one read may succeed, reads must have
+// been refused while no enforcer process existed, and the last enforcer must have
+// adopted the container's registration (not registered it anew) and confine a new
+// container.
 func TestEnforcerKilledInALoop(t *testing.T) {
 	closeSandboxes()
 	write(t, "/killed/f", faultSecret)
@@ -503,7 +504,7 @@ func TestEnforcerKilledInALoop(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	const kills = 12
+	const kills = 6
 	var gapReads int
 	var gapTime time.Duration
 	start := time.Now()

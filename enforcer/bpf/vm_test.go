@@ -28,12 +28,7 @@ func TestInVM(t *testing.T) {
 			t.Parallel()
 			var args []string
 			if series == "6.1" {
-				// The enforcer-process faults (killed in a loop, restarted while
-				// containers are created) exercise the enforcer's start and the
-				// adoption of its pinned state, which other tests check on both
-				// kernels; at 10-13 minutes a kernel under emulation they run on
-				// 6.12 only.
-				args = []string{"-test.skip", "^(TestEnforcerKilledInALoop|TestEnforcerRestartedWhileContainersAreCreated)$"}
+				args = []string{"-test.skip", sixOneSkips}
 			}
 			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Args: args, Timeout: 55 * time.Minute, MemoryMiB: 2048, Nice: 10,
 				// the attacks' containers run under the cluster's default policy
@@ -41,3 +36,14 @@ func TestInVM(t *testing.T) {
 		})
 	}
 }
+
+// sixOneSkips are the guest tests 6.1 leaves to 6.12: they exercise the enforcer's
+// process (its start, its adoption of the pinned state, its hook server, runc) rather
+// than what differs between kernels, which the other tests check on both: the hooks and
+// helpers the object attaches and calls, the verifier's verdict, every rule kind, the
+// catalog, the attacks, events, counters and maps. Together they took 25 minutes of the
+// 6.12 suite's 40 in make test, the VM niced next to the local cluster's.
+const sixOneSkips = "^(" +
+	"TestEnforcerKilledInALoop|TestEnforcerRestartedWhileContainersAreCreated|" +
+	"TestAdoptionCleansLeftRuleBodies|TestHookBeforeFirstInstruction|TestEnforcerReadsNamespaceLinks" +
+	")$"
