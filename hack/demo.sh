@@ -50,8 +50,12 @@ kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >&2
 kubectl label namespace demo podarmor.io/enable=true --overwrite >&2
 
 step "A policy and a privileged workload (deploy/examples/demo.yaml)"
-policy="$(sed -n '/^kind: ArmorPolicy/,/^---/p' deploy/examples/demo.yaml | sed '$d')"
-echo "$policy" >&2
+# The file's document of kind ArmorPolicy, comments and all.
+policy="$(awk '/^---$/ { if (doc ~ /\nkind: ArmorPolicy\n/) print doc; doc = ""; next }
+	{ doc = doc "\n" $0 }
+	END { if (doc ~ /\nkind: ArmorPolicy\n/) print doc }' deploy/examples/demo.yaml)"
+[[ "$policy" == *"apiVersion: podarmor.io/"* ]] || fail "no ArmorPolicy in deploy/examples/demo.yaml"
+sed -n '/^kind: ArmorPolicy/,$p' <<<"$policy" >&2
 # apply_retrying FILE: kubectl apply -f FILE. The webhook's pods are ready once helm
 # returns, but kube-proxy on the node may not have programmed its Service yet, and the
 # API server reaches webhooks through the Service: retry while the call to the webhook
