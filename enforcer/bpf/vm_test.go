@@ -30,7 +30,7 @@ func TestInVM(t *testing.T) {
 			if series == "6.1" {
 				args = []string{"-test.skip", sixOneSkips}
 			}
-			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Args: args, Timeout: 55 * time.Minute, MemoryMiB: 2048, Nice: 10,
+			vm.RunGoTest(t, series, vm.GoTest{Binary: bin, Args: args, Timeout: 65 * time.Minute, MemoryMiB: 2048, Nice: 10,
 				// the attacks' containers run under the cluster's default policy
 				Files: []vm.File{{Path: "/podarmor/default-policy.yaml", Source: "../../deploy/policies/default.yaml", Mode: 0o644}}})
 		})
