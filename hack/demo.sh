@@ -86,9 +86,9 @@ say "waiting for the policy to be Ready on the node, then for the workload"
 kubectl -n demo wait --for=condition=Ready armorpolicy/demo-app --timeout=300s >&2
 apply_retrying deploy/examples/demo.yaml
 kubectl -n demo rollout status deployment/demo-app --timeout=600s >&2
-# Run again on a cluster where the demo ran before, the rollout is done once the old pod
-# is terminating; it still shows as Running until it is gone, and an exec into it
-# fails. Wait for the one new pod.
+# When the demo runs again on a cluster where it ran before, the rollout is done once
+# the old pod is terminating; it still shows as Running until it is gone, and an exec
+# into it fails. Wait for the one new pod.
 pod=""
 for ((i = 0; i < 120; i++)); do
 	pods="$(kubectl -n demo get pods -l app=demo-app -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{if eq .status.phase "Running"}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}{{end}}')"

@@ -20,9 +20,10 @@ eval "$(hack/libbpf.sh)"
 # timeout is a safety net for a loaded machine, where the VM suites run slowest.
 #
 # The two longest packages come first, so that go test starts them at once: the local
-# cluster (e2e/cluster, one VM, 30-40 minutes) and the BPF suite (enforcer/bpf, two
-# niced VMs that take the CPU the others leave). With -p 3 the other packages run
-# alongside them, one at a time, instead of waiting for one of the two to end.
+# cluster (e2e/cluster, one VM, 45-50 minutes on 2 cores) and the BPF suite
+# (enforcer/bpf, two niced VMs that take the CPU the others leave). With -p 3 the other
+# packages run alongside them, one at a time, instead of waiting for one of the two to
+# end.
 long=(./enforcer/bpf ./e2e/cluster)
 mapfile -t rest < <(go list ./... | grep -v -x -e "$(go list -m)/enforcer/bpf" -e "$(go list -m)/e2e/cluster")
 echo "test: go test ${long[*]} and the ${#rest[@]} other packages of ./..." >&2

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -82,7 +83,39 @@ func Main(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeTempDirs()
+	os.Exit(code)
+}
+
+var (
+	tempDirsMu sync.Mutex
+	tempDirs   []string
+)
+
+// TempDir makes a directory that lives as long as the test process, for what is built
+// once and shared by its tests (a binary): Main removes it after the tests, where
+// t.TempDir would remove it after the first test that asked.
+func TempDir(pattern string) (string, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", err
+	}
+	tempDirsMu.Lock()
+	tempDirs = append(tempDirs, dir)
+	tempDirsMu.Unlock()
+	return dir, nil
+}
+
+func removeTempDirs() {
+	tempDirsMu.Lock()
+	defer tempDirsMu.Unlock()
+	for _, dir := range tempDirs {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+		}
+	}
+	tempDirs = nil
 }
 
 // binaries returns the directory holding etcd, kube-apiserver and kubectl of version,

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -58,7 +57,7 @@ func webhookBinary(t testing.TB) string {
 			webhookBinErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "podarmor-webhook-bin")
+		dir, err := TempDir("podarmor-webhook-bin")
 		if err != nil {
 			webhookBinErr = err
 			return

@@ -246,7 +246,7 @@ func enforcerBinary(t *testing.T) string {
 			k, v, _ := strings.Cut(line, "=")
 			env = append(env, k+"="+strings.Trim(v, "'"))
 		}
-		dir, err := os.MkdirTemp("", "podarmor-install-e2e")
+		dir, err := framework.TempDir("podarmor-install-e2e")
 		if err != nil {
 			enforcerErr = err
 			return

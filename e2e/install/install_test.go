@@ -425,7 +425,7 @@ var (
 func startWebhook(t *testing.T, cp *framework.ControlPlane, args []string) *webhookProcess {
 	t.Helper()
 	webhookBuild.Do(func() {
-		dir, err := os.MkdirTemp("", "podarmor-install-e2e")
+		dir, err := framework.TempDir("podarmor-install-e2e")
 		if err != nil {
 			webhookErr = err
 			return
