@@ -576,7 +576,7 @@ const (
 
 // TestEnforcerRestartedWhileContainersAreCreated creates containers one after another,
 // each of whose first instruction is a denied read (busybox cat), while another
-// goroutine kills the enforcer (during its load, or after 2-8 s of serving) and restarts
+// goroutine kills the enforcer (during its load, or after 4-12 s of serving) and restarts
 // it after a pause. With the hook set to refuse, every
 // container must either be refused by the hook (runc fails with the hook's error) or run
 // with its read denied. With the hook set to allow, a container may also run unconfined,
@@ -639,12 +639,13 @@ func TestEnforcerRestartedWhileContainersAreCreated(t *testing.T) {
 					default:
 					}
 					// A load takes 15 s or more under emulation: most enforcers serve
-					// for a few seconds before they are killed, every third dies loading.
+					// for 4-12 s before they are killed (long enough for a container
+					// start on a busy machine), every third dies loading.
 					var err error
 					if i%3 == 2 {
 						err = f.killAfter(1, 0)
 					} else if err = f.waitReady(readyTimeout); err == nil {
-						time.Sleep(2*time.Second + rand.N(6*time.Second))
+						time.Sleep(4*time.Second + rand.N(8*time.Second))
 						f.kill()
 					}
 					if err != nil {
