@@ -49,8 +49,8 @@ var (
 	webhookBinErr  error
 )
 
-// webhookBinary builds podarmor-webhook once per test process.
-func webhookBinary(t testing.TB) string {
+// WebhookBinary builds podarmor-webhook once per test process and returns its path.
+func WebhookBinary(t testing.TB) string {
 	webhookBinOnce.Do(func() {
 		root, err := repoRoot()
 		if err != nil {
@@ -79,7 +79,7 @@ func webhookBinary(t testing.TB) string {
 // its webhook configurations, and waits until the API server calls it. t.Cleanup stops it.
 func (cp *ControlPlane) StartWebhook(t testing.TB, opts WebhookOptions) *Webhook {
 	t.Helper()
-	bin := webhookBinary(t)
+	bin := WebhookBinary(t)
 	ports, err := freePorts(2)
 	if err != nil {
 		t.Fatal(err)

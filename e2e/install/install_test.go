@@ -413,33 +413,12 @@ type webhookProcess struct {
 	done    chan error
 }
 
-var (
-	webhookBuild sync.Once
-	webhookBin   string
-	webhookErr   error
-)
-
 // startWebhook runs podarmor-webhook with args (the Deployment's), listening on
 // loopback, authenticated by a token of its service account: every request it makes is
 // checked against the chart's RBAC.
 func startWebhook(t *testing.T, cp *framework.ControlPlane, args []string) *webhookProcess {
 	t.Helper()
-	webhookBuild.Do(func() {
-		dir, err := framework.TempDir("podarmor-install-e2e")
-		if err != nil {
-			webhookErr = err
-			return
-		}
-		webhookBin = filepath.Join(dir, "podarmor-webhook")
-		cmd := exec.Command("go", "build", "-o", webhookBin, "./webhook/cmd/podarmor-webhook")
-		cmd.Dir = repoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			webhookErr = fmt.Errorf("go build podarmor-webhook: %v\n%s", err, out)
-		}
-	})
-	if webhookErr != nil {
-		t.Fatal(webhookErr)
-	}
+	webhookBin := framework.WebhookBinary(t)
 
 	expiry := int64(3600)
 	tr, err := cp.Clientset.CoreV1().ServiceAccounts(helm.Namespace).CreateToken(t.Context(), "podarmor-webhook",
