@@ -28,8 +28,8 @@
 #                    script, hack/node/rootfs/ (names, modes, contents) and the proxy
 #                    binary. Rebuilt in well under a minute when only guest files change.
 # A run that finds its image prints it without touching the network. Concurrent runs wait
-# for each other on a lock. Old images stay in the cache, unused; remove the directory
-# to reclaim the space.
+# for each other on a lock. The three images used last besides the current one stay in
+# the cache; older ones are removed (a cluster's disk is an overlay on its image).
 #
 # apt inside the image's chroot has the image's own sources (the same mirror); the
 # machine's own apt configuration and lists are never touched. Services do not start in
@@ -63,6 +63,9 @@ units=(podarmor-network.service podarmor-node.service podarmor-images.service
 	podarmor-node-proxy.service podarmor-kubelet.service podarmor-kube-proxy.service
 	podarmor-journal.service podarmor-selftest.service podarmor-node-up.service
 	acpid.service)
+
+# How many images to keep besides the current one (older ones are removed).
+keep=3
 
 log() { echo "node-image: $*" >&2; }
 
@@ -230,8 +233,22 @@ key="$({
 	sha256sum <"$proxy"
 } | sha)"
 out="$cache/$key"
+
+# prune removes all but the newest few images besides $out (each is about 650 MB; every
+# change to the guest files makes a new one). An image is as new as its last use: a
+# cluster's disk is an overlay on it.
+prune() {
+	touch "$out"
+	find "$cache" -mindepth 1 -maxdepth 1 -type d -regextype egrep -regex '.*/[0-9a-f]{16}' -printf '%T@ %p\n' |
+		sort -rn | tail -n +$((keep + 2)) | cut -d' ' -f2- | while read -r old; do
+		log "removing the old image $old"
+		rm -rf "$old"
+	done
+}
+
 if [[ -f "$out/disk.img" ]]; then
 	log "up to date: $out"
+	prune
 	echo "$out"
 	exit 0
 fi
@@ -271,4 +288,5 @@ rm -rf "$stage"
 rm -rf "$out"
 mv "$tmp" "$out"
 log "built $out in $((SECONDS - start)) s"
+prune
 echo "$out"

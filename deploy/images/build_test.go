@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -21,7 +22,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestTheDefinitions(t *testing.T) {
@@ -338,14 +341,67 @@ func checkArchive(t *testing.T, archive []byte, ref string, digest v1.Hash) v1.I
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := validate.Index(idx); err != nil {
+	// validate's layer check reads gzip only: the zstd layer is checked below.
+	if err := validate.Index(idx, validate.Fast); err != nil {
 		t.Errorf("validate.Index: %v", err)
 	}
 	img, err := idx.Image(digest)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkLayers(t, img)
 	return img
+}
+
+// checkLayers checks that each layer of img is zstd and has the digest and diff ID
+// its manifest and config give.
+func checkLayers(t *testing.T, img v1.Image) {
+	t.Helper()
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Layers) != len(cf.RootFS.DiffIDs) {
+		t.Fatalf("%d layers in the manifest, %d diff IDs in the config", len(m.Layers), len(cf.RootFS.DiffIDs))
+	}
+	for i, desc := range m.Layers {
+		if desc.MediaType != types.OCILayerZStd {
+			t.Errorf("layer %d: media type %s, want %s", i, desc.MediaType, types.OCILayerZStd)
+		}
+		l, err := img.LayerByDigest(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("sha256:%x", sha256.Sum256(data)); got != desc.Digest.String() || int64(len(data)) != desc.Size {
+			t.Errorf("layer %d: %s of %d bytes; the manifest says %s of %d", i, got, len(data), desc.Digest, desc.Size)
+		}
+		dec, err := zstd.NewReader(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, dec)
+		dec.Close()
+		if err != nil {
+			t.Fatalf("layer %d: zstd: %v", i, err)
+		}
+		if got := fmt.Sprintf("sha256:%x", h.Sum(nil)); got != cf.RootFS.DiffIDs[i].String() {
+			t.Errorf("layer %d: uncompressed %s; the config's diff ID is %s", i, got, cf.RootFS.DiffIDs[i])
+		}
+	}
 }
 
 // layerFiles lists the image's files by tar entry name, each as its mode (as ls shows

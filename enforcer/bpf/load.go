@@ -178,6 +178,7 @@ func Load(opts Options) (*Enforcer, error) {
 		}
 	}
 
+	start := time.Now()
 	kernel, err := btf.LoadKernelSpec()
 	if err != nil {
 		return nil, fmt.Errorf("bpf: the kernel's BTF (/sys/kernel/btf/vmlinux) is needed for CO-RE and hook probing: %w", err)
@@ -206,6 +207,7 @@ func Load(opts Options) (*Enforcer, error) {
 		mod.Close()
 		return nil, err
 	}
+	prepared := time.Now()
 	if err := mod.BPFLoadObject(); err != nil {
 		mod.Close()
 		return nil, fmt.Errorf("bpf: load object (a pinned map of another layout under %s/maps needs removing after an incompatible upgrade): %w", e.pinDir, err)
@@ -233,10 +235,16 @@ func Load(opts Options) (*Enforcer, error) {
 			e.log.Error("BPF program statistics unavailable; enforcing without them", "error", err)
 		}
 	}
+	loaded := time.Now()
 	if err := e.attach(); err != nil {
 		e.Close()
 		return nil, err
 	}
+	// Where a start's time goes: reading the kernel's BTF and preparing the object, the
+	// kernel's verification of every program (and adoption), attaching.
+	e.log.Info("BPF LSM programs loaded and attached", "took", time.Since(start).Round(time.Millisecond),
+		"prepare", prepared.Sub(start).Round(time.Millisecond), "load", loaded.Sub(prepared).Round(time.Millisecond),
+		"attach", time.Since(loaded).Round(time.Millisecond))
 	return e, nil
 }
 
