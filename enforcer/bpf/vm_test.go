@@ -3,6 +3,13 @@
 package bpf
 
 import (
+	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,3 +54,42 @@ const sixOneSkips = "^(" +
 	"TestEnforcerKilledInALoop|TestEnforcerRestartedWhileContainersAreCreated|" +
 	"TestAdoptionCleansLeftRuleBodies|TestHookBeforeFirstInstruction|TestEnforcerReadsNamespaceLinks" +
 	")$"
+
+// TestSixOneSkipsNameGuestTests keeps sixOneSkips true to the guest tests: a renamed or
+// removed test would otherwise leave a name that skips nothing, and the renamed test
+// would run on 6.1 unnoticed.
+func TestSixOneSkipsNameGuestTests(t *testing.T) {
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	guest := map[string]bool{}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(src, []byte("//go:build vmguest\n")) {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, src, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range file.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Test") {
+				guest[fn.Name.Name] = true
+			}
+		}
+	}
+	names := strings.Split(strings.TrimSuffix(strings.TrimPrefix(sixOneSkips, "^("), ")$"), "|")
+	if len(names) == 0 || len(guest) == 0 {
+		t.Fatalf("%d names in sixOneSkips, %d guest tests found", len(names), len(guest))
+	}
+	for _, n := range names {
+		if !guest[n] {
+			t.Errorf("sixOneSkips names %s, which is no guest test of this package", n)
+		}
+	}
+}
