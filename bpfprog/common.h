@@ -74,14 +74,27 @@ static __always_inline struct identity *current_identity_of(struct task_struct *
 	return task_identity_of(current);
 }
 
+/* registration_of returns the registration of mount namespace ns, if there is one. The
+ * filter's bit answers for almost every namespace without one (the host's, and those of
+ * pods outside any sandbox) with an inlined array load; only a set bit costs the hash
+ * lookup. */
+static __always_inline struct registration *registration_of(__u32 ns)
+{
+	__u32 bit = ns & ((1U << PA_NS_FILTER_BITS) - 1);
+	__u32 word = bit >> 6;
+	__u64 *w = bpf_map_lookup_elem(&ns_filter, &word);
+	if (!w || !(*w & (1ULL << (bit & 63))))
+		return 0;
+	return bpf_map_lookup_elem(&containers, &ns);
+}
+
 /* adopt gives the current task the identity of its mount namespace's armed registration,
  * if there is one, and returns it. A registration not yet armed (the runtime is still
  * setting the container up) confines nobody; the first exec in the namespace arms it
  * (see the exec hook). */
 static __always_inline struct identity *adopt(struct task_struct *current)
 {
-	__u32 ns = current_mntns(current);
-	struct registration *reg = bpf_map_lookup_elem(&containers, &ns);
+	struct registration *reg = registration_of(current_mntns(current));
 	if (!reg || !reg->armed)
 		return 0;
 	struct identity *id =
@@ -96,7 +109,7 @@ static __always_inline struct identity *adopt(struct task_struct *current)
  * outside every sandbox. Identity sticks to the task and its descendants: a task that
  * unshares or enters another mount namespace keeps it. This is the first thing every
  * hook does, and for a task outside every sandbox the whole of what it does: one load
- * (no task storage), three loads (the mount namespace) and one hash lookup. */
+ * (no task storage), three loads (the mount namespace) and the filter's load. */
 static __always_inline struct identity *current_identity(void)
 {
 	struct task_struct *current = bpf_get_current_task_btf();

@@ -37,6 +37,19 @@ struct {
 	__type(value, struct registration);
 } containers SEC(".maps");
 
+/* ns_filter: a bit per value of a mount namespace inode's low PA_NS_FILTER_BITS bits, set
+ * by the enforcer while a registration in containers has that value. A clear bit tells a
+ * task outside every sandbox so with one load, where containers would take a hash lookup;
+ * a set bit only says to look there. The enforcer sets a bit before the registration
+ * appears and clears it after the last one goes, and rebuilds the filter from
+ * containers before it attaches its programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PA_NS_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ns_filter SEC(".maps");
+
 /* task_identity: the identity a sandboxed task carries, inherited at fork. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);

@@ -3,9 +3,9 @@
  * podarmor's BPF LSM programs: one object, CO-RE, loaded and attached by enforcer/bpf.
  *
  * Every hook starts the same way: current_identity() tells whether the current task is
- * sandboxed (a task outside every sandbox pays one task-storage and one hash lookup and
- * returns), body_of() finds its profile's active rules, and the hook's own tables decide
- * in time independent of the number of rules. docs/enforcer.md describes the design.
+ * sandboxed (a task outside every sandbox pays a few loads and returns), body_of() finds
+ * its profile's active rules, and the hook's own tables decide in time independent of the
+ * number of rules. docs/enforcer.md describes the design.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -279,8 +279,7 @@ int BPF_PROG(bprm_check_security, struct linux_binprm *bprm)
 	if (!id) {
 		/* The runtime's first exec in a registered namespace starts the container's
 		 * own program: confinement begins here, as AppArmor's does at exec. */
-		__u32 ns = current_mntns(task);
-		struct registration *reg = bpf_map_lookup_elem(&containers, &ns);
+		struct registration *reg = registration_of(current_mntns(task));
 		if (!reg)
 			return 0;
 		arming = !reg->armed;

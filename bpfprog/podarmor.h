@@ -229,6 +229,13 @@ struct egress_ports {
 	struct egress_range r[PA_EGRESS_RANGES];
 };
 
+/* The registration filter (ns_filter in maps.h): a bit for each value of a mount namespace
+ * inode's low PA_NS_FILTER_BITS bits, in 64-bit words. Namespace inodes come from one
+ * counter that hands out the lowest free number, so the low bits of the namespaces alive
+ * on a node rarely collide. */
+#define PA_NS_FILTER_BITS 17
+#define PA_NS_FILTER_WORDS (1U << (PA_NS_FILTER_BITS - 6))
+
 /* Mount rules: up to PA_MOUNT_RULES per body, each a bit of a PA_MOUNT_WORDS-word mask. For a
  * mount the hook ANDs the masks of the rules each field allows: the operation's, the fs
  * type's (mount_fstype, plus rules without fs types), the flags' (rules naming a flag the

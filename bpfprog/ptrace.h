@@ -16,8 +16,7 @@ static __always_inline struct identity *peer_identity(struct task_struct *task)
 	struct identity *id = task_identity_of(task);
 	if (id)
 		return id;
-	__u32 ns = task_mntns(task);
-	struct registration *reg = bpf_map_lookup_elem(&containers, &ns);
+	struct registration *reg = registration_of(task_mntns(task));
 	if (!reg || !reg->armed)
 		return 0;
 	return &reg->id;

@@ -132,6 +132,7 @@ type Enforcer struct {
 	bodies   []bodyState              // by body index; body 0 is never used
 	trans    regions
 	retired  map[Decision]uint64 // counts of retired bodies
+	filter   *nsFilter           // the registration filter's mirror
 
 	// stopReaders end the event readers of Events; readers counts those not stopped yet.
 	stopReaders []context.CancelFunc
@@ -148,7 +149,7 @@ var mapNames = []string{
 	"settings", "enforcer_self", "containers", "task_identity", "profile_active", "profile_names",
 	"profile_bodies", "dfa_classes", "dfa_trans", "dfa_accept", "dfa_subtree", "dfa_mount", "socket_rules",
 	"egress4", "egress6", "mount_bodies", "mount_fstype", "counters", "drops", "ratelimit",
-	"events", "scratch", "mount_scratch",
+	"events", "scratch", "mount_scratch", "ns_filter",
 }
 
 // Load loads the object, adopting pinned state when there is some, and attaches every
@@ -225,6 +226,11 @@ func Load(opts Options) (*Enforcer, error) {
 		return nil, err
 	}
 	if err := e.adopt(); err != nil {
+		mod.Close()
+		return nil, err
+	}
+	// Before the programs attach: they find a registration only through its filter bit.
+	if err := e.rebuildFilter(); err != nil {
 		mod.Close()
 		return nil, err
 	}

@@ -399,7 +399,15 @@ func (e *Enforcer) Register(mntns uint32, id string, late bool) error {
 	}
 	e.mu.Lock() // MapUsage walks the map under it
 	defer e.mu.Unlock()
+	// The filter's bit first: the programs look a namespace up only where it is set.
+	added, err := e.filterAdd(mntns)
+	if err != nil {
+		return fmt.Errorf("bpf: register mount namespace %d: %w", mntns, err)
+	}
 	if err := e.put("containers", mntns, reg); err != nil {
+		if added {
+			e.filterRemove(mntns) // a new registration that was not written
+		}
 		return fmt.Errorf("%w (registrations: at most %d)", err, e.cap.Containers)
 	}
 	return nil
@@ -409,7 +417,11 @@ func (e *Enforcer) Register(mntns uint32, id string, late bool) error {
 func (e *Enforcer) Unregister(mntns uint32) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.del("containers", mntns)
+	if err := e.del("containers", mntns); err != nil {
+		return err
+	}
+	e.filterRemove(mntns)
+	return nil
 }
 
 // Registered returns the registrations by mount namespace.

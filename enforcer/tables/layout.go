@@ -21,7 +21,20 @@ const (
 	Any           = 0xffff
 	MaxRuleIndex  = RuleNone - 1
 	fstypeKeySize = 28
+
+	// NSFilterBits and NSFilterWords are PA_NS_FILTER_BITS and PA_NS_FILTER_WORDS: the
+	// registration filter has a bit for each value of a mount namespace's low
+	// NSFilterBits bits, in NSFilterWords 64-bit words.
+	NSFilterBits  = 17
+	NSFilterWords = 1 << (NSFilterBits - 6)
 )
+
+// NSFilterBit returns the word of the registration filter that holds mount namespace
+// ns's bit, and that bit.
+func NSFilterBit(ns uint32) (word uint32, bit uint64) {
+	b := ns & (1<<NSFilterBits - 1)
+	return b >> 6, 1 << (b & 63)
+}
 
 // Perm is enum pa_perm: a bit of a path verdict.
 type Perm uint32

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/podarmor/podarmor/bpfprog/object"
@@ -61,5 +62,36 @@ func TestLayoutMatchesObject(t *testing.T) {
 				off += binary.Size(reflect.Zero(f.Type).Interface())
 			}
 		})
+	}
+}
+
+// TestNSFilterMatchesObject holds the Go constants of the registration filter to the map
+// the programs read: its size in words, and a bit per value of the low NSFilterBits bits.
+func TestNSFilterMatchesObject(t *testing.T) {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(object.Object))
+	if err != nil {
+		t.Fatalf("load the BPF object: %v", err)
+	}
+	m, ok := spec.Maps["ns_filter"]
+	if !ok {
+		t.Fatal("the object has no map ns_filter")
+	}
+	if m.MaxEntries != NSFilterWords || m.ValueSize != 8 {
+		t.Errorf("ns_filter has %d entries of %d bytes, want %d of 8", m.MaxEntries, m.ValueSize, NSFilterWords)
+	}
+	seen := map[[2]uint64]uint32{}
+	for ns := uint32(0); ns < 1<<NSFilterBits; ns++ {
+		w, bit := NSFilterBit(ns)
+		if w >= NSFilterWords || bit == 0 || bit&(bit-1) != 0 {
+			t.Fatalf("namespace %d: word %d, bit %#x", ns, w, bit)
+		}
+		k := [2]uint64{uint64(w), bit}
+		if other, dup := seen[k]; dup {
+			t.Fatalf("namespaces %d and %d share a filter bit", other, ns)
+		}
+		seen[k] = ns
+		if w2, bit2 := NSFilterBit(ns + 1<<NSFilterBits); w2 != w || bit2 != bit {
+			t.Fatalf("namespace %d and %d (the same low bits) have different filter bits", ns, ns+1<<NSFilterBits)
+		}
 	}
 }

@@ -1,0 +1,103 @@
+package bpf
+
+import (
+	"fmt"
+
+	"github.com/podarmor/podarmor/enforcer/tables"
+)
+
+// nsFilter mirrors the programs' registration filter (map ns_filter): a bit per value
+// of a mount namespace's low bits, set while a registration has that value, so that a
+// task outside every sandbox is told so by one load instead of a hash lookup. The
+// filter may say "look" for a namespace without a registration (two namespaces sharing
+// the low bits, or a bit a dead enforcer set); it must never say "no" for one with a
+// registration. So a bit is written before the registration it covers and cleared after
+// the last registration under it is deleted. Guarded by Enforcer.mu.
+type nsFilter struct {
+	words      []uint64            // what the map holds
+	registered map[uint32]struct{} // the mount namespaces in containers
+	under      map[uint32]int      // registrations by filter bit (the low bits of ns)
+}
+
+func newNSFilter() *nsFilter {
+	return &nsFilter{
+		words:      make([]uint64, tables.NSFilterWords),
+		registered: map[uint32]struct{}{},
+		under:      map[uint32]int{},
+	}
+}
+
+func filterIndex(ns uint32) uint32 { return ns & (1<<tables.NSFilterBits - 1) }
+
+// rebuildFilter makes the pinned filter exactly cover the registrations in containers:
+// it runs at load, before the programs are attached, and takes over whatever a previous
+// enforcer left (a bit for a registration it never wrote, or a bit it never cleared).
+func (e *Enforcer) rebuildFilter() error {
+	e.filter = newNSFilter()
+	regs, err := e.Registered()
+	if err != nil {
+		return fmt.Errorf("bpf: registration filter: %w", err)
+	}
+	want := make([]uint64, tables.NSFilterWords)
+	for ns := range regs {
+		e.filter.registered[ns] = struct{}{}
+		e.filter.under[filterIndex(ns)]++
+		w, bit := tables.NSFilterBit(ns)
+		want[w] |= bit
+	}
+	for w := range want {
+		var have uint64
+		if _, err := e.get("ns_filter", uint32(w), &have); err != nil {
+			return fmt.Errorf("bpf: registration filter: %w", err)
+		}
+		// Sets before clears would matter only to a registration written meanwhile,
+		// and nothing registers while the enforcer loads.
+		if have != want[w] {
+			if err := e.put("ns_filter", uint32(w), want[w]); err != nil {
+				return fmt.Errorf("bpf: registration filter: %w", err)
+			}
+		}
+		e.filter.words[w] = want[w]
+	}
+	return nil
+}
+
+// filterAdd counts a registration of ns, writing its bit if it is the first under it;
+// added tells whether ns was not registered before.
+func (e *Enforcer) filterAdd(ns uint32) (added bool, err error) {
+	f := e.filter
+	if _, ok := f.registered[ns]; ok {
+		return false, nil
+	}
+	w, bit := tables.NSFilterBit(ns)
+	if f.words[w]&bit == 0 {
+		if err := e.put("ns_filter", w, f.words[w]|bit); err != nil {
+			return false, fmt.Errorf("%w (registration filter)", err)
+		}
+		f.words[w] |= bit
+	}
+	f.registered[ns] = struct{}{}
+	f.under[filterIndex(ns)]++
+	return true, nil
+}
+
+// filterRemove forgets a deleted registration of ns, clearing its bit if it was the
+// last one under it. A failed clear leaves the bit set, which costs speed only.
+func (e *Enforcer) filterRemove(ns uint32) {
+	f := e.filter
+	if _, ok := f.registered[ns]; !ok {
+		return
+	}
+	delete(f.registered, ns)
+	i := filterIndex(ns)
+	if f.under[i]--; f.under[i] > 0 {
+		return
+	}
+	delete(f.under, i)
+	w, bit := tables.NSFilterBit(ns)
+	if err := e.put("ns_filter", w, f.words[w]&^bit); err != nil {
+		e.log.Warn("cannot clear a bit of the registration filter; unsandboxed tasks of namespaces under it take the slower lookup", "namespace", ns, "error", err)
+		return
+	}
+	f.words[w] &^= bit
+}
