@@ -624,6 +624,7 @@ func TestValuesAreChecked(t *testing.T) {
 		"a negative backup count":          {"enforcer.eventLog.maxBackups=-1", "maxBackups"},
 		"a negative age":                   {"enforcer.eventLog.maxAgeDays=-1", "maxAgeDays"},
 		"BPF statistics as a string":       {"enforcer.bpfStats=yes", "bpfStats"},
+		"a relative containerd socket":     {"enforcer.containerdSocket=run/containerd/containerd.sock", "containerdSocket"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Render(t.Context(), RenderOptions{Helm: helmBinary(t), Root: repoRoot(t), Set: []string{tc.set}})
@@ -734,5 +735,46 @@ func TestEnforcerWithoutNRI(t *testing.T) {
 	}
 	if args, volume := nri(render(t, RenderOptions{Set: []string{"enforcer.nri=false"}})); len(args) != 0 || volume {
 		t.Errorf("with enforcer.nri=false: NRI arguments %q, socket mounted %t; want neither", args, volume)
+	}
+}
+
+// TestEnforcerFollowsContainerdOnlyWhenAsked: containerd's socket (its whole API) is
+// neither mounted nor named by default; enforcer.containerdSocket mounts exactly that
+// socket, at the same path, and passes it to --containerd-socket.
+func TestEnforcerFollowsContainerdOnlyWhenAsked(t *testing.T) {
+	containerd := func(objs objects) (args []string, volume *corev1.HostPathVolumeSource, mount *corev1.VolumeMount) {
+		c := enforcerOf(t, objs)
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--containerd") {
+				args = append(args, a)
+			}
+		}
+		var ds appsv1.DaemonSet
+		objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
+		for _, v := range ds.Spec.Template.Spec.Volumes {
+			if v.Name == "containerd" {
+				volume = v.HostPath
+			}
+		}
+		for i, m := range c.VolumeMounts {
+			if m.Name == "containerd" {
+				mount = &c.VolumeMounts[i]
+			}
+		}
+		return args, volume, mount
+	}
+	if args, volume, mount := containerd(render(t, RenderOptions{})); len(args) != 0 || volume != nil || mount != nil {
+		t.Errorf("by default: arguments %q, volume %+v, mount %+v; want none", args, volume, mount)
+	}
+	const sock = "/run/containerd/containerd.sock"
+	args, volume, mount := containerd(render(t, RenderOptions{Set: []string{"enforcer.containerdSocket=" + sock}}))
+	if !reflect.DeepEqual(args, []string{"--containerd-socket=" + sock}) {
+		t.Errorf("arguments %q, want --containerd-socket=%s", args, sock)
+	}
+	if volume == nil || volume.Path != sock || volume.Type == nil || *volume.Type != corev1.HostPathSocket {
+		t.Errorf("volume %+v, want the host's socket %s", volume, sock)
+	}
+	if mount == nil || mount.MountPath != sock {
+		t.Errorf("mount %+v, want it at %s", mount, sock)
 	}
 }

@@ -51,6 +51,7 @@ import (
 
 	"github.com/podarmor/podarmor/enforcer/apparmor"
 	"github.com/podarmor/podarmor/enforcer/bpf"
+	"github.com/podarmor/podarmor/enforcer/containerd"
 	"github.com/podarmor/podarmor/enforcer/event"
 	"github.com/podarmor/podarmor/enforcer/hook"
 	"github.com/podarmor/podarmor/enforcer/nodestatus"
@@ -104,6 +105,10 @@ type Config struct {
 	// NRIWait is how long the enforcer waits at start for the NRI plugin to connect
 	// before it loads the policies; DefaultNRIWait when zero.
 	NRIWait time.Duration
+	// ContainerdSocket, when set, is containerd's gRPC socket, whose event stream the
+	// enforcer follows to reconcile at every task start (package enforcer/containerd):
+	// the fallback for a containerd without NRI, where containers get no hook.
+	ContainerdSocket string
 
 	// PinDir is the BPF enforcer's bpffs directory; bpf.DefaultPinDir when empty.
 	PinDir string
@@ -342,16 +347,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	resolver.pods = a.pods.GetIndexer()
 	wake := func(ch chan struct{}) cache.ResourceEventHandler {
-		poke := func() {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
 		return cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { poke() },
-			UpdateFunc: func(any, any) { poke() },
-			DeleteFunc: func(any) { poke() },
+			AddFunc:    func(any) { poke(ch) },
+			UpdateFunc: func(any, any) { poke(ch) },
+			DeleteFunc: func(any) { poke(ch) },
 		}
 	}
 	for _, inf := range []cache.SharedIndexInformer{a.armor, a.cluster} {
@@ -436,6 +435,17 @@ func Run(ctx context.Context, cfg Config) error {
 		// plugin that answers late (containerd after 2 s), and compiling and loading
 		// on a busy node could delay the answer that much.
 		a.waitNRI(ctx)
+	}
+	if cfg.ContainerdSocket != "" {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			err := containerd.Follow(ctx, containerd.Config{Socket: cfg.ContainerdSocket, Logger: log,
+				Subscribed: func() { poke(a.podChanged) }, Started: func(containerd.TaskStart) { poke(a.podChanged) }})
+			if err != nil && ctx.Err() == nil {
+				log.Error("following containerd's events stopped", "error", err)
+			}
+		}()
 	}
 
 	// Every policy in place before the first hook is answered.
@@ -557,8 +567,13 @@ func (a *agent) applyPolicies(ctx context.Context, opts compile.Options) {
 		a.cfg.Results(results)
 	}
 	// A profile that is now loaded may let a container the hook refused be registered.
+	poke(a.podChanged)
+}
+
+// poke wakes the loop that waits on ch, unless a wake-up is already pending.
+func poke(ch chan<- struct{}) {
 	select {
-	case a.podChanged <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -846,12 +861,7 @@ func (a *agent) serveHTTP() (string, func(), error) {
 // (containers created while the plugin was away have no hook) and at every start.
 type nriObserver struct{ a *agent }
 
-func (o nriObserver) poke() {
-	select {
-	case o.a.podChanged <- struct{}{}:
-	default:
-	}
-}
+func (o nriObserver) poke() { poke(o.a.podChanged) }
 
 func (o nriObserver) Synchronized([]nri.Container)   { o.poke() }
 func (o nriObserver) ContainerStarted(nri.Container) { o.poke() }

@@ -84,6 +84,7 @@ const (
 	keyProc             = "proc"
 	keyNRIHook          = "nri-hook-path"
 	keyNRISocket        = "nri-socket"
+	keyContainerd       = "containerd-socket"
 	keyPodEventBurst    = "pod-event-burst"
 	keyPodEventInterval = "pod-event-interval"
 	keyBPFStats         = "bpf-stats"
@@ -205,6 +206,7 @@ type kubernetesConfig struct {
 	Proc              string        `mapstructure:"proc"`
 	NRIHookPath       string        `mapstructure:"nri-hook-path"`
 	NRISocket         string        `mapstructure:"nri-socket"`
+	ContainerdSocket  string        `mapstructure:"containerd-socket"`
 	OnUnavailable     string        `mapstructure:"on-unavailable"`
 	PodEventBurst     int           `mapstructure:"pod-event-burst"`
 	PodEventInterval  time.Duration `mapstructure:"pod-event-interval"`
@@ -290,6 +292,7 @@ var subcommands = map[string]subcommand{
 			fs.String(keyProc, "/proc", "where the node's procfs is mounted")
 			fs.String(keyNRIHook, "", "podarmor-enforcer's path on the node: runs the NRI plugin that injects the OCI hook (this binary's oci-hook) into the containers of sandboxed pods (empty: no NRI plugin)")
 			fs.String(keyNRISocket, nri.DefaultSocket, "the container runtime's NRI socket")
+			fs.String(keyContainerd, "", "containerd's gRPC socket (e.g. /run/containerd/containerd.sock): follow its task starts and reconcile at each, the fallback where containerd runs without NRI (empty: do not follow)")
 			fs.String(keyOnUnavailable, string(hook.Refuse), "the injected hook's --on-unavailable: refuse or allow")
 			fs.Int(keyPodEventBurst, kube.DefaultEventBurst, "denials of one rule in one pod that become Kubernetes Events at once; then one per --pod-event-interval (negative: no Events)")
 			fs.Duration(keyPodEventInterval, kube.DefaultEventInterval, "after the burst, one Event per pod and rule per interval")
@@ -513,6 +516,7 @@ func runKubernetes(ctx context.Context, v *viper.Viper, _ []string) int {
 			Socket: cfg.NRISocket,
 			Hook:   nri.HookConfig{Path: cfg.NRIHookPath, OnUnavailable: on},
 		},
+		ContainerdSocket: cfg.ContainerdSocket,
 		Listen:           cfg.Listen,
 		Events:           event.NewWriter(events),
 		PodEventBurst:    cfg.PodEventBurst,
