@@ -456,6 +456,12 @@ func TestWebhookAdmission(t *testing.T) {
 				if got, want := after["podarmor_webhook_policy_cache_policies"], float64(len(armor.Items)+len(clusterArmor.Items)); got != want {
 					t.Errorf("podarmor_webhook_policy_cache_policies = %v, want %v (the policies in the API server)", got, want)
 				}
+				// The binary serves the Go and process collectors too.
+				for _, series := range []string{"go_goroutines", "go_memstats_alloc_bytes", "process_start_time_seconds", "process_resident_memory_bytes"} {
+					if after[series] <= 0 {
+						t.Errorf("%s = %v: the webhook binary does not serve the Go and process collectors", series, after[series])
+					}
+				}
 
 				m := e.wh.Metrics(t)
 				for _, want := range []string{

@@ -192,3 +192,54 @@ func TestPodDenials(t *testing.T) {
 		t.Errorf("after shop/web-1 left: %q, want %q", left, want)
 	}
 }
+
+// TestServedValues reads back, from the real /metrics handler, the exact values of what
+// enforcerMetrics observed: a failed AppArmor load and a policy that did not compile for
+// AppArmor count one error each and nothing for the other backends, every load is timed,
+// and the Go and process collectors are served beside podarmor's metrics.
+func TestServedValues(t *testing.T) {
+	mfs, err := enforcerMetrics(t).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, lp := range s.GetLabel() {
+				key += fmt.Sprintf(" %s=%s", lp.GetName(), lp.GetValue())
+			}
+			switch {
+			case s.Counter != nil:
+				got[key] = s.GetCounter().GetValue()
+			case s.Gauge != nil:
+				got[key] = s.GetGauge().GetValue()
+			case s.Histogram != nil:
+				got[key+" count"] = float64(s.GetHistogram().GetSampleCount())
+				got[key+" sum"] = s.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"podarmor_enforcer_profile_load_errors_total backend=apparmor":           1,
+		"podarmor_enforcer_profile_load_errors_total backend=bpf":                0,
+		"podarmor_enforcer_profile_load_errors_total backend=seccomp":            0,
+		"podarmor_enforcer_profile_load_duration_seconds backend=apparmor count": 1,
+		"podarmor_enforcer_profile_load_duration_seconds backend=bpf count":      1,
+		"podarmor_enforcer_profile_compile_errors_total backend=apparmor":        1,
+		"podarmor_enforcer_profile_compile_errors_total backend=bpf":             0,
+		"podarmor_enforcer_registrations_total result=ok source=reconcile":       1,
+		"podarmor_enforcer_registrations_total result=error source=hook":         1,
+		"podarmor_enforcer_registration_delay_seconds source=reconcile count":    1,
+		"podarmor_enforcer_registration_delay_seconds source=reconcile sum":      2,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (served: %v), want %v", key, v, ok, want)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_alloc_bytes", "process_start_time_seconds", "process_resident_memory_bytes"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("%s is not served: the Go and process collectors are missing", name)
+		}
+	}
+}
