@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -73,6 +74,12 @@ func TestEnforcerRunsWithTheChartsRBAC(t *testing.T) {
 				}
 				if !reflect.DeepEqual(states, want) {
 					t.Errorf("the default policy on %s: %v, want %v", node, states, want)
+				}
+			}
+			// Ready, and saying what this node cannot enforce.
+			for _, want := range []string{"ok\n", "\nBPF LSM unavailable: ", "\nAppArmor unavailable: "} {
+				if !strings.Contains(p.readyz, want) {
+					t.Errorf("/readyz answered %q, want it to contain %q", p.readyz, want)
 				}
 			}
 			if log := p.output(); strings.Contains(log, "forbidden") {
@@ -172,7 +179,12 @@ func startEnforcer(t *testing.T, cp *framework.ControlPlane, manifest []byte, no
 		if err != nil {
 			return false, nil
 		}
-		resp.Body.Close()
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return false, nil
+		}
+		p.readyz = string(body)
 		return resp.StatusCode == http.StatusOK, nil
 	})
 
@@ -271,6 +283,8 @@ type process struct {
 	out  bytes.Buffer
 	done chan error
 	err  error
+	// readyz is the body of the enforcer's last /readyz answer (startEnforcer).
+	readyz string
 }
 
 func startProcess(t *testing.T, bin string, args []string) *process {

@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -125,6 +126,11 @@ func TestPolicyStatusAggregation(t *testing.T) {
 					putNodeStatus(t, cp, n, webAt(1), bpfAt(1))
 				}
 				statusIs(t, cp, web, "web ready on 3 nodes", readyIs(1, metav1.ConditionTrue, policystatus.ReasonLoaded, 3, 0, 3))
+				// What `kubectl get armorpolicies` shows: the server's table.
+				if row := tableRow(t, cp, "/apis/podarmor.io/v1alpha1/namespaces/"+ns.Name+"/armorpolicies", "web"); row["Mode"] != "RuntimeDefault" ||
+					row["Ready"] != "True" || row["Nodes-Ready"] != float64(3) || row["Nodes"] != float64(3) {
+					t.Errorf("kubectl get armorpolicies shows %v, want mode RuntimeDefault, Ready True on 3 of 3 nodes", row)
+				}
 				s := statusIs(t, cp, bpfOnly, "bpf-only ready on 3 nodes", readyIs(1, metav1.ConditionTrue, policystatus.ReasonLoaded, 3, 0, 3))
 				if c := condition(s.Conditions, policystatus.ConditionRulesEnforced); c == nil || c.Status != metav1.ConditionTrue {
 					t.Errorf("RulesEnforced %+v, want True", c)
@@ -211,4 +217,33 @@ func TestPolicyStatusAggregation(t *testing.T) {
 			})
 		})
 	}
+}
+
+// tableRow returns the row of object name in the table the API server renders for a
+// list at path, as kubectl get asks for it (the CRD's printer columns), by column name.
+func tableRow(t *testing.T, cp *framework.ControlPlane, path, name string) map[string]any {
+	t.Helper()
+	raw, err := cp.Clientset.CoreV1().RESTClient().Get().AbsPath(path).
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(t.Context())
+	if err != nil {
+		t.Fatalf("GET %s as a table: %v", path, err)
+	}
+	var table metav1.Table
+	if err := json.Unmarshal(raw, &table); err != nil {
+		t.Fatalf("table of %s: %v", path, err)
+	}
+	for _, r := range table.Rows {
+		if len(r.Cells) != len(table.ColumnDefinitions) {
+			t.Fatalf("table of %s: a row of %d cells for %d columns", path, len(r.Cells), len(table.ColumnDefinitions))
+		}
+		row := map[string]any{}
+		for i, c := range table.ColumnDefinitions {
+			row[c.Name] = r.Cells[i]
+		}
+		if row["Name"] == name {
+			return row
+		}
+	}
+	t.Fatalf("table of %s has no row %s: %s", path, name, raw)
+	return nil
 }

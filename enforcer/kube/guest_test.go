@@ -385,9 +385,11 @@ func TestKubernetesMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upd := policy(`"BPF","AppArmor","Seccomp"`, `{"name":"disallow-write-core-pattern"}`, "/other")
+	// disallow-file-handles is a seccomp rule: the seccomp file changes too.
+	upd := policy(`"BPF","AppArmor","Seccomp"`, `{"name":"disallow-write-core-pattern"},{"name":"disallow-file-handles"}`, "/other")
 	upd.SetResourceVersion(cur.GetResourceVersion())
 	oldAA := readFile(t, "/var/lib/podarmor/apparmor/"+aaName)
+	oldSeccomp := readFile(t, seccompFile)
 	start := time.Now()
 	if _, err := policies.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -398,6 +400,11 @@ func TestKubernetesMode(t *testing.T) {
 	waitFor(t, 90*time.Second, "the AppArmor profile to change with the policy", func() bool {
 		return readFile(t, "/var/lib/podarmor/apparmor/"+aaName) != oldAA && appArmorMode(t, aaName) == "enforce"
 	})
+	waitFor(t, 90*time.Second, "the seccomp file to change with the policy", func() bool { return readFile(t, seccompFile) != oldSeccomp })
+	if newSeccomp := readFile(t, seccompFile); !json.Valid([]byte(newSeccomp)) ||
+		strings.Contains(oldSeccomp, "name_to_handle_at") || !strings.Contains(newSeccomp, "name_to_handle_at") {
+		t.Errorf("the seccomp file did not gain disallow-file-handles' name_to_handle_at:\nbefore: %s\nafter: %s", oldSeccomp, newSeccomp)
+	}
 
 	// Dropping an enforcer removes its profile; deleting the policy removes all.
 	cur, _ = policies.Get(ctx, "web", metav1.GetOptions{})
