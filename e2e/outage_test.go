@@ -86,7 +86,7 @@ func TestEnforcerAPIServerOutage(t *testing.T) {
 				t.Errorf("the switch was cut %d times and refused %d connections; want one cut that refused some", cuts, refused)
 			}
 			t.Logf("during the outage %d connections were refused", refused)
-			used, refusals := auditOf(t, auditLog, enforcerUser)
+			used, refusals, uris := auditOf(t, auditLog, enforcerUser)
 			for _, r := range refusals {
 				// A restarted kube-apiserver answers before its RBAC informers have
 				// synced, and until then refuses everyone ("clusterrole ... not found");
@@ -101,6 +101,17 @@ func TestEnforcerAPIServerOutage(t *testing.T) {
 			for _, want := range []string{"create events.k8s.io/events", "patch events.k8s.io/events"} {
 				if !slices.Contains(used, want) {
 					t.Errorf("the enforcer did not %s with the chart's RBAC; it did: %v", want, used)
+				}
+			}
+			// Its pod informer sees only the pods of its own node.
+			for _, k := range []string{"list pods", "watch pods"} {
+				if len(uris[k]) == 0 {
+					t.Errorf("the enforcer did not %s", k)
+				}
+				for _, uri := range uris[k] {
+					if !strings.Contains(uri, "fieldSelector=spec.nodeName%3Dvm-node") {
+						t.Errorf("the enforcer's %s is not limited to its node: %s", k, uri)
+					}
 				}
 			}
 			t.Logf("the enforcer's requests, as the chart's service account: %v", used)
@@ -271,7 +282,7 @@ type refusal struct {
 
 // auditOf reads the audit log: the distinct "verb group/resource" of user's allowed
 // requests, sorted, and its refused requests.
-func auditOf(t *testing.T, file, user string) (used []string, refused []refusal) {
+func auditOf(t *testing.T, file, user string) (used []string, refused []refusal, uris map[string][]string) {
 	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
@@ -310,15 +321,20 @@ func auditOf(t *testing.T, file, user string) (used []string, refused []refusal)
 		if e.ObjectRef.APIGroup != "" {
 			r = e.ObjectRef.APIGroup + "/" + r
 		}
-		if k := e.Verb + " " + r; !slices.Contains(used, k) {
+		k := e.Verb + " " + r
+		if !slices.Contains(used, k) {
 			used = append(used, k)
 		}
+		if uris == nil {
+			uris = map[string][]string{}
+		}
+		uris[k] = append(uris[k], e.RequestURI)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(used)
-	return used, refused
+	return used, refused, uris
 }
 
 // chartEnforcerKubeconfig creates the enforcer's service account, RBAC and node-status
