@@ -23,8 +23,8 @@
 # path, a second `down` says "not running".
 #
 # The first `up` on a machine builds everything it runs, which takes long on 2 cores
-# (it says so as it goes): the Kubernetes binaries (about 30 minutes), the node image
-# (about 10), helm and the images (a few); all are cached outside the repository, so
+# (it says so as it goes): the Kubernetes binaries (15 to 30 minutes), the node image
+# (2 to 10), helm and the images (a few); all are cached outside the repository, so
 # later runs start in a few minutes, most of it the VM's boot under TCG emulation.
 #
 # The processes run the same command lines as the e2e tests (e2e/framework.NewSetup with
@@ -223,7 +223,7 @@ cmd_up() {
 	teardown
 
 	local start=$SECONDS images helm
-	log "building or finding in the cache: Kubernetes $version (the first time about 30 minutes on 2 cores), helm, podarmor's images, the node image (the first time about 10 minutes)"
+	log "building or finding in the cache: Kubernetes $version (the first time 15 to 30 minutes on 2 cores), helm, podarmor's images, the node image (the first time 2 to 10 minutes)"
 	bin="$("$root/hack/kube-binaries.sh" --cluster "$version")"
 	helm="$("$root/hack/helm.sh")"
 	images="$("$root/hack/images.sh")"
