@@ -14,9 +14,11 @@ import (
 	"time"
 
 	taskevents "github.com/containerd/containerd/api/events"
+	containersapi "github.com/containerd/containerd/api/services/containers/v1"
 	eventsapi "github.com/containerd/containerd/api/services/events/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -34,6 +36,26 @@ const (
 type TaskStart struct {
 	ContainerID string
 	Pid         uint32
+	// Labels are the container's labels in containerd, read when the start is
+	// reported; nil when they could not be read (the container already gone).
+	Labels map[string]string
+}
+
+// The labels containerd's CRI plugin gives the containers it creates.
+const (
+	labelKind          = "io.cri-containerd.kind" // "container", or "sandbox" for a pod's pause
+	labelContainerName = "io.kubernetes.container.name"
+)
+
+// KubernetesContainer returns the name of the pod's container this task runs, from the
+// labels of containerd's CRI plugin; ok is false for a pod's sandbox (pause) container
+// and for containers not made by the CRI plugin.
+func (s TaskStart) KubernetesContainer() (name string, ok bool) {
+	name = s.Labels[labelContainerName]
+	if s.Labels[labelKind] != "container" || name == "" {
+		return "", false
+	}
+	return name, true
 }
 
 // Config configures Follow.
@@ -79,10 +101,11 @@ func Follow(ctx context.Context, cfg Config) error {
 	}
 	defer conn.Close()
 	client := eventsapi.NewEventsClient(conn)
+	containers := containersapi.NewContainersClient(conn)
 	log := cfg.Logger.With("socket", cfg.Socket, "namespace", cfg.Namespace)
 	broken := false
 	for {
-		err := follow(ctx, client, cfg, func() {
+		err := follow(ctx, client, containers, cfg, func() {
 			if broken {
 				log.Info("following containerd's task starts again")
 			} else {
@@ -106,7 +129,7 @@ func Follow(ctx context.Context, cfg Config) error {
 }
 
 // follow holds one subscription until it breaks.
-func follow(ctx context.Context, client eventsapi.EventsClient, cfg Config, subscribed func()) error {
+func follow(ctx context.Context, client eventsapi.EventsClient, containers containersapi.ContainersClient, cfg Config, subscribed func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.Subscribe(ctx, &eventsapi.SubscribeRequest{
@@ -132,6 +155,7 @@ func follow(ctx context.Context, client eventsapi.EventsClient, cfg Config, subs
 			cfg.Logger.Warn("containerd event not understood", "error", err)
 			continue
 		}
+		start.Labels = labelsOf(ctx, containers, cfg.Namespace, start.ContainerID)
 		cfg.Started(start)
 	}
 }
@@ -153,4 +177,15 @@ func decode(topic, typeURL string, value []byte) (TaskStart, error) {
 		return TaskStart{}, fmt.Errorf("event %s without a container id", want)
 	}
 	return TaskStart{ContainerID: ev.GetContainerID(), Pid: ev.GetPid()}, nil
+}
+
+// labelsOf reads container id's labels, or returns nil.
+func labelsOf(ctx context.Context, containers containersapi.ContainersClient, namespace, id string) map[string]string {
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "containerd-namespace", namespace), 5*time.Second)
+	defer cancel()
+	res, err := containers.Get(ctx, &containersapi.GetContainerRequest{ID: id})
+	if err != nil {
+		return nil
+	}
+	return res.GetContainer().GetLabels()
 }

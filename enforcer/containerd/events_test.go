@@ -25,7 +25,7 @@ func TestDecode(t *testing.T) {
 	}
 	for _, url := range []string{"containerd.events.TaskStart", "type.googleapis.com/containerd.events.TaskStart"} {
 		got, err := decode(TopicTaskStart, url, start)
-		if err != nil || got != (TaskStart{ContainerID: "c1", Pid: 42}) {
+		if err != nil || got.ContainerID != "c1" || got.Pid != 42 {
 			t.Errorf("decode of a task start typed %q: %+v, %v", url, got, err)
 		}
 	}
@@ -57,9 +57,11 @@ func TestFollowRefusesAnIncompleteConfig(t *testing.T) {
 
 // TestFollowRealContainerd follows a real containerd (the node's 1.7) while ctr runs real
 // runc containers: each start in the followed namespace is reported once, with the
-// container's id and its process's pid; the other events of a run (create, exit,
-// delete) and the starts in another namespace are not. When containerd is killed and
-// started again, Follow subscribes again on its own and reports the next start.
+// container's id, its process's pid and its labels (a pod's container by the labels of
+// containerd's CRI plugin, a pause container, a container of no pod); the other events
+// of a run (create, exit, delete) and the starts in another namespace are not. When
+// containerd is killed and started again, Follow subscribes again on its own and reports
+// the next start.
 func TestFollowRealContainerd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts containerd and runc containers")
@@ -76,9 +78,14 @@ func TestFollowRealContainerd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(rootfs, "bin/busybox"), busybox, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	run := func(ns, id string) {
+	run := func(ns, id string, labels ...string) {
 		t.Helper()
-		ctrd.Ctr(t, ns, "run", "--rm", "--rootfs", rootfs, id, "/bin/busybox", "true")
+		args := []string{"run", "--rm"}
+		for _, l := range labels {
+			args = append(args, "--label", l)
+		}
+		// --rootfs: the first argument is a directory, not an image
+		ctrd.Ctr(t, ns, append(args, "--rootfs", rootfs, id, "/bin/busybox", "true")...)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -104,12 +111,15 @@ func TestFollowRealContainerd(t *testing.T) {
 			t.Fatalf("%s: not subscribed within 30 s", when)
 		}
 	}
-	next := func(want string) {
+	next := func(want, container string) {
 		t.Helper()
 		select {
 		case s := <-started:
 			if s.ContainerID != want || s.Pid == 0 {
 				t.Fatalf("reported %+v, want the start of %s with its pid", s, want)
+			}
+			if name, ok := s.KubernetesContainer(); name != container || ok != (container != "") {
+				t.Errorf("the start of %s: Kubernetes container %q (%t), want %q; labels %v", want, name, ok, container, s.Labels)
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("the start of %s was not reported within 30 s", want)
@@ -125,17 +135,19 @@ func TestFollowRealContainerd(t *testing.T) {
 	}
 
 	waitSubscribed("at start")
-	run(DefaultNamespace, "first")
-	next("first")
-	run("elsewhere", "other")
+	run(DefaultNamespace, "first", "io.cri-containerd.kind=container", "io.kubernetes.container.name=web")
+	next("first", "web")
+	run("elsewhere", "other", "io.cri-containerd.kind=container", "io.kubernetes.container.name=web")
+	run(DefaultNamespace, "pause", "io.cri-containerd.kind=sandbox", "io.kubernetes.container.name=POD")
+	next("pause", "")
 	run(DefaultNamespace, "second")
-	next("second")
+	next("second", "")
 	none("after the runs")
 
 	ctrd.Stop()
 	ctrd.Start(t)
 	waitSubscribed("after containerd restarted")
-	run(DefaultNamespace, "third")
-	next("third")
+	run(DefaultNamespace, "third", "io.cri-containerd.kind=container", "io.kubernetes.container.name=db")
+	next("third", "db")
 	none("after the run that followed the restart")
 }

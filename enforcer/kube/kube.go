@@ -209,6 +209,10 @@ type agent struct {
 	podEvents *podEvents
 	// missing says which enforcers the node lacks, and why.
 	missing []string
+	// started names the containers containerd reported starting (--containerd-socket),
+	// so that the reconciliation can register them before the kubelet reports them in
+	// their pod's status.
+	started startedContainers
 
 	mu      sync.Mutex
 	results []PolicyResult
@@ -441,7 +445,13 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() {
 			defer loops.Done()
 			err := containerd.Follow(ctx, containerd.Config{Socket: cfg.ContainerdSocket, Logger: log,
-				Subscribed: func() { poke(a.podChanged) }, Started: func(containerd.TaskStart) { poke(a.podChanged) }})
+				Subscribed: func() { poke(a.podChanged) },
+				Started: func(s containerd.TaskStart) {
+					if name, ok := s.KubernetesContainer(); ok {
+						a.started.add(s.ContainerID, name)
+					}
+					poke(a.podChanged)
+				}})
 			if err != nil && ctx.Err() == nil {
 				log.Error("following containerd's events stopped", "error", err)
 			}
@@ -710,6 +720,9 @@ func (a *agent) reconcile(ctx context.Context) {
 		pod := objs[0].(*corev1.Pod)
 		name, ok := containerIDs(pod)[c.ID]
 		if !ok {
+			name, ok = a.started.name(c.ID)
+		}
+		if !ok {
 			continue // the pause container, or one the kubelet has not reported yet
 		}
 		running = append(running, registrar.Running{
@@ -724,6 +737,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		pods[c.PodUID] = true
 	}
 	a.resolver.forget(func(id string) bool { return ids[id] || a.reg.Has(id) }, scanned)
+	a.started.forget(ids, scanned)
 	a.podEvents.forget(pods)
 	got, err := a.reg.Reconcile(ctx, running)
 	if err != nil {

@@ -253,3 +253,30 @@ func TestIgnoredPlugin(t *testing.T) {
 		})
 	}
 }
+
+// TestStartedContainers: the names containerd's starts give are kept while their
+// processes run, dropped once a scan after their start no longer finds them, and not
+// dropped by a scan that began before they were reported.
+func TestStartedContainers(t *testing.T) {
+	var s startedContainers
+	if _, ok := s.name("a"); ok {
+		t.Fatal("a name before any start")
+	}
+	before := time.Now()
+	s.add("a", "web")
+	s.add("b", "db")
+	if name, ok := s.name("a"); !ok || name != "web" {
+		t.Errorf("a: %q %t, want web", name, ok)
+	}
+	s.forget(map[string]bool{}, before) // a scan that began before both starts
+	if _, ok := s.name("b"); !ok {
+		t.Error("b forgotten by a scan that began before it started")
+	}
+	s.forget(map[string]bool{"a": true}, time.Now())
+	if _, ok := s.name("a"); !ok {
+		t.Error("a forgotten while its process runs")
+	}
+	if _, ok := s.name("b"); ok {
+		t.Error("b kept after a scan no longer found it")
+	}
+}

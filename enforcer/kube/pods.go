@@ -177,3 +177,43 @@ func podAnnotations(pod *corev1.Pod, container string) map[string]string {
 		a.uid: string(pod.UID), a.container: container,
 	}
 }
+
+// startedContainers are the names of containers by id, as containerd's event stream
+// reported them starting, kept until a reconciliation no longer finds their processes.
+type startedContainers struct {
+	mu    sync.Mutex
+	names map[string]startedContainer
+}
+
+type startedContainer struct {
+	name string
+	at   time.Time
+}
+
+func (s *startedContainers) add(id, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names == nil {
+		s.names = map[string]startedContainer{}
+	}
+	s.names[id] = startedContainer{name: name, at: time.Now()}
+}
+
+func (s *startedContainers) name(id string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.names[id]
+	return c.name, ok
+}
+
+// forget drops the containers reported before scanned whose processes the scan did not
+// find (running): they have stopped. Those reported since may not have been scanned.
+func (s *startedContainers) forget(running map[string]bool, scanned time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, c := range s.names {
+		if !running[id] && c.at.Before(scanned) {
+			delete(s.names, id)
+		}
+	}
+}
