@@ -712,29 +712,44 @@ func enforcerOf(t *testing.T, objs objects) corev1.Container {
 	return corev1.Container{}
 }
 
+// enforcerOption is what a chart option adds to the enforcer: its arguments that start
+// with argPrefix, and its host volume named volume with the container's mount of it
+// (nil when absent).
+func enforcerOption(t *testing.T, objs objects, argPrefix, volume string) (args []string, hostPath *corev1.HostPathVolumeSource, mount *corev1.VolumeMount) {
+	t.Helper()
+	c := enforcerOf(t, objs)
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, argPrefix) {
+			args = append(args, a)
+		}
+	}
+	var ds appsv1.DaemonSet
+	objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Name == volume {
+			hostPath = v.HostPath
+		}
+	}
+	for i, m := range c.VolumeMounts {
+		if m.Name == volume {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	return args, hostPath, mount
+}
+
 // TestEnforcerWithoutNRI: enforcer.nri=false leaves out the NRI plugin (its arguments,
 // which the enforcer's readiness depends on, and the runtime's socket), for runtimes
 // whose hook comes from elsewhere; by default it is there.
 func TestEnforcerWithoutNRI(t *testing.T) {
-	nri := func(objs objects) (args []string, volume bool) {
-		c := enforcerOf(t, objs)
-		for _, a := range c.Args {
-			if strings.HasPrefix(a, "--nri-") {
-				args = append(args, a)
-			}
-		}
-		var ds appsv1.DaemonSet
-		objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
-		volume = slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "nri" }) ||
-			slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "nri" })
-		return args, volume
+	args, hostPath, mount := enforcerOption(t, render(t, RenderOptions{}), "--nri-", "nri")
+	if !reflect.DeepEqual(args, []string{"--nri-hook-path=/opt/podarmor/bin/podarmor-enforcer", "--nri-socket=/var/run/nri/nri.sock"}) ||
+		hostPath == nil || hostPath.Path != "/var/run/nri" || mount == nil {
+		t.Errorf("by default: NRI arguments %q, socket directory %+v mounted at %+v; want both", args, hostPath, mount)
 	}
-	if args, volume := nri(render(t, RenderOptions{})); !reflect.DeepEqual(args, []string{
-		"--nri-hook-path=/opt/podarmor/bin/podarmor-enforcer", "--nri-socket=/var/run/nri/nri.sock"}) || !volume {
-		t.Errorf("by default: NRI arguments %q, socket mounted %t; want both", args, volume)
-	}
-	if args, volume := nri(render(t, RenderOptions{Set: []string{"enforcer.nri=false"}})); len(args) != 0 || volume {
-		t.Errorf("with enforcer.nri=false: NRI arguments %q, socket mounted %t; want neither", args, volume)
+	args, hostPath, mount = enforcerOption(t, render(t, RenderOptions{Set: []string{"enforcer.nri=false"}}), "--nri-", "nri")
+	if len(args) != 0 || hostPath != nil || mount != nil {
+		t.Errorf("with enforcer.nri=false: NRI arguments %q, socket directory %+v mounted at %+v; want neither", args, hostPath, mount)
 	}
 }
 
@@ -742,37 +757,16 @@ func TestEnforcerWithoutNRI(t *testing.T) {
 // neither mounted nor named by default; enforcer.containerdSocket mounts exactly that
 // socket, at the same path, and passes it to --containerd-socket.
 func TestEnforcerFollowsContainerdOnlyWhenAsked(t *testing.T) {
-	containerd := func(objs objects) (args []string, volume *corev1.HostPathVolumeSource, mount *corev1.VolumeMount) {
-		c := enforcerOf(t, objs)
-		for _, a := range c.Args {
-			if strings.HasPrefix(a, "--containerd") {
-				args = append(args, a)
-			}
-		}
-		var ds appsv1.DaemonSet
-		objs.mustGet(t, "DaemonSet", "podarmor-enforcer", &ds)
-		for _, v := range ds.Spec.Template.Spec.Volumes {
-			if v.Name == "containerd" {
-				volume = v.HostPath
-			}
-		}
-		for i, m := range c.VolumeMounts {
-			if m.Name == "containerd" {
-				mount = &c.VolumeMounts[i]
-			}
-		}
-		return args, volume, mount
-	}
-	if args, volume, mount := containerd(render(t, RenderOptions{})); len(args) != 0 || volume != nil || mount != nil {
-		t.Errorf("by default: arguments %q, volume %+v, mount %+v; want none", args, volume, mount)
+	if args, hostPath, mount := enforcerOption(t, render(t, RenderOptions{}), "--containerd", "containerd"); len(args) != 0 || hostPath != nil || mount != nil {
+		t.Errorf("by default: arguments %q, volume %+v, mount %+v; want none", args, hostPath, mount)
 	}
 	const sock = "/run/containerd/containerd.sock"
-	args, volume, mount := containerd(render(t, RenderOptions{Set: []string{"enforcer.containerdSocket=" + sock}}))
+	args, hostPath, mount := enforcerOption(t, render(t, RenderOptions{Set: []string{"enforcer.containerdSocket=" + sock}}), "--containerd", "containerd")
 	if !reflect.DeepEqual(args, []string{"--containerd-socket=" + sock}) {
 		t.Errorf("arguments %q, want --containerd-socket=%s", args, sock)
 	}
-	if volume == nil || volume.Path != sock || volume.Type == nil || *volume.Type != corev1.HostPathSocket {
-		t.Errorf("volume %+v, want the host's socket %s", volume, sock)
+	if hostPath == nil || hostPath.Path != sock || hostPath.Type == nil || *hostPath.Type != corev1.HostPathSocket {
+		t.Errorf("volume %+v, want the host's socket %s", hostPath, sock)
 	}
 	if mount == nil || mount.MountPath != sock {
 		t.Errorf("mount %+v, want it at %s", mount, sock)
