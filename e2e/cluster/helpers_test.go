@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,7 +84,26 @@ func describePods(pods []corev1.Pod) string {
 // metrics returns the enforcer pod's /metrics, through the API server's proxy.
 func (c *cluster) metrics(t *testing.T, enforcer string) string {
 	t.Helper()
-	return c.kubectl(t, "get", "--raw", "/api/v1/namespaces/"+releaseNS+"/pods/"+enforcer+":9810/proxy/metrics")
+	return c.kubectl(t, "get", "--raw", metricsPath(enforcer))
+}
+
+// tryMetrics is metrics for a caller that waits: an enforcer that cannot be reached
+// is an error, not the end of the test.
+func (c *cluster) tryMetrics(enforcer string) (string, error) {
+	var stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.kubectlBin, "--kubeconfig", c.kubeconfig, "get", "--raw", metricsPath(enforcer))
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("the enforcer's metrics: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+func metricsPath(enforcer string) string {
+	return "/api/v1/namespaces/" + releaseNS + "/pods/" + enforcer + ":9810/proxy/metrics"
 }
 
 // counter sums the samples of a metric whose labels include every one of labels
@@ -315,10 +337,13 @@ func (n loopCount) String() string {
 	return fmt.Sprintf("%d rounds (3 attacks each), %d successes", n.attempts, n.successes)
 }
 
-// count reads the loop's counts (a round is three attempts).
+// count reads the loop's counts (a round is three attempts). It waits out a kubelet
+// that cannot exec for a while (restarting with containerd, say), and fails the test
+// after three minutes without a reading.
 func (l *attackLoop) count(t *testing.T) loopCount {
 	t.Helper()
-	for range 5 {
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
 		r := l.c.exec(t, l.pod, "app", "cat", "/tmp/e2e-loop.count")
 		var n loopCount
 		var word string
@@ -326,10 +351,13 @@ func (l *attackLoop) count(t *testing.T) loopCount {
 			n.stopped = word == "stopped"
 			return n
 		}
-		// Read while the loop rewrote it (empty for a moment) or not written yet.
-		time.Sleep(200 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("no count of the attack loop for 3 minutes; last: %s", r)
+		}
+		// Read while the loop rewrote it (empty for a moment), not written yet, or
+		// the kubelet is not answering.
+		time.Sleep(500 * time.Millisecond)
 	}
-	return loopCount{}
 }
 
 // stop ends the loop and returns its final counts.
