@@ -25,6 +25,8 @@
 #define S_IFDIR 0040000
 
 #define CAP_OPT_NOAUDIT 2 /* BIT(1) */
+#define CAP_SYS_ADMIN 21
+#define CLONE_NEWNS 0x00020000
 #define PTRACE_MODE_READ 0x01
 #define PTRACE_MODE_ATTACH 0x02
 
@@ -88,35 +90,44 @@ static __always_inline struct registration *registration_of(__u32 ns)
 	return bpf_map_lookup_elem(&containers, &ns);
 }
 
-/* adopt gives the current task the identity of its mount namespace's armed registration,
- * if there is one, and returns it. A registration not yet armed (the runtime is still
- * setting the container up) confines nobody; the first exec in the namespace arms it
- * (see the exec hook). */
-static __always_inline struct identity *adopt(struct task_struct *current)
+/* namespace_identity returns the identity of the armed registration of the task's mount
+ * namespace, if there is one. A registration not yet armed (the runtime is still setting
+ * the container up) confines nobody; the first exec in the namespace arms it (see the
+ * exec hook). */
+static __always_inline struct identity *namespace_identity(struct task_struct *current)
 {
 	struct registration *reg = registration_of(current_mntns(current));
 	if (!reg || !reg->armed)
 		return 0;
-	struct identity *id =
-		bpf_task_storage_get(&task_identity, current, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!id)
-		return &reg->id; /* out of memory: confine this call, try to cache next time */
-	*id = reg->id;
-	return id;
+	return &reg->id;
+}
+
+/* pin gives task a copy of identity id in its task storage, which it keeps wherever it
+ * goes: 0 when the storage cannot be created. */
+static __always_inline struct identity *pin(struct task_struct *task, struct identity *id)
+{
+	struct identity *pinned =
+		bpf_task_storage_get(&task_identity, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (pinned)
+		*pinned = *id;
+	return pinned;
 }
 
 /* current_identity returns the sandbox identity of the current task, or 0 for a task
- * outside every sandbox. Identity sticks to the task and its descendants: a task that
- * unshares or enters another mount namespace keeps it. This is the first thing every
- * hook does, and for a task outside every sandbox the whole of what it does: one load
- * (no task storage), three loads (the mount namespace) and the filter's load. */
+ * outside every sandbox. A sandboxed task is known by its mount namespace's registration
+ * while it stays in that namespace, and by the identity pinned in its task storage once
+ * it could leave it: a child cloned into a new mount namespace is pinned at fork
+ * (task_alloc), a task before any CAP_SYS_ADMIN check (capable), which unshare and setns
+ * of a mount namespace always make. This is the first thing every hook does, and for a
+ * task outside every sandbox the whole of what it does: one load (no task storage), three
+ * loads (the mount namespace) and the filter's load. */
 static __always_inline struct identity *current_identity(void)
 {
 	struct task_struct *current = bpf_get_current_task_btf();
 	struct identity *id = current_identity_of(current);
 	if (id)
 		return id;
-	return adopt(current);
+	return namespace_identity(current);
 }
 
 /* /proc/<pid>/stat's clock tick (USER_HZ, 100 on x86) in nanoseconds. */

@@ -50,7 +50,8 @@ struct {
 	__type(value, __u64);
 } ns_filter SEC(".maps");
 
-/* task_identity: the identity a sandboxed task carries, inherited at fork. */
+/* task_identity: the identity pinned to a sandboxed task that may leave the mount
+ * namespace whose registration gives it (see current_identity in common.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -29,18 +29,24 @@ const volatile struct event event_layout = {};
 
 /* ---- identity: inheritance and arming ----------------------------------------- */
 
-/* A child inherits its parent's identity at fork, before it can run or unshare. */
+/* A child inherits its parent's identity at fork, before it can run or unshare: from the
+ * namespace the child starts in, like its parent, or pinned in its task storage where
+ * the parent's is pinned or the child starts in a new mount namespace. Most forks in a
+ * sandbox are the first kind, and cost no storage. */
 SEC("lsm/task_alloc")
 int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags)
 {
-	struct identity *parent = current_identity();
-	if (!parent)
-		return 0;
-	struct identity *child =
-		bpf_task_storage_get(&task_identity, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!child)
+	struct task_struct *current = bpf_get_current_task_btf();
+	struct identity *parent = current_identity_of(current);
+	if (!parent) {
+		if (!(clone_flags & CLONE_NEWNS))
+			return 0;
+		parent = namespace_identity(current);
+		if (!parent)
+			return 0;
+	}
+	if (!pin(task, parent))
 		return -ENOMEM; /* refuse to create a task that would run unconfined */
-	*child = *parent;
 	return 0;
 }
 
@@ -284,9 +290,7 @@ int BPF_PROG(bprm_check_security, struct linux_binprm *bprm)
 			return 0;
 		arming = !reg->armed;
 		reg->armed = 1;
-		id = adopt(task);
-		if (!id)
-			return -EPERM;
+		id = &reg->id;
 	}
 	__u32 bi;
 	struct profile_body *b = body_of(id->profile, &bi);
@@ -323,8 +327,22 @@ SEC("lsm/capable")
 int BPF_PROG(capable, const struct cred *cred, struct user_namespace *ns, int cap,
 	     unsigned int opts)
 {
-	struct identity *id = current_identity();
-	if (!id || cap < 0 || cap >= 64)
+	struct task_struct *current = bpf_get_current_task_btf();
+	struct identity *id = current_identity_of(current);
+	if (!id) {
+		id = namespace_identity(current);
+		if (!id)
+			return 0;
+		/* unshare and setns of a mount namespace check CAP_SYS_ADMIN first: the task
+		 * carries its identity in task storage before it can leave the namespace that
+		 * gives it. Where the storage cannot be made, the check fails. */
+		if (cap == CAP_SYS_ADMIN) {
+			id = pin(current, id);
+			if (!id)
+				return -EPERM;
+		}
+	}
+	if (cap < 0 || cap >= 64)
 		return 0;
 	__u32 bi;
 	struct profile_body *b = body_of(id->profile, &bi);

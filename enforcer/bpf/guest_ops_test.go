@@ -386,6 +386,32 @@ func operate(a []string) error {
 			return err
 		}
 		return operate(a[1:])
+	case "setns-child-then":
+		// the rest of the arguments after setns into the new mount namespace of a child
+		// (the child is pinned at fork; this process passes the capable hook first)
+		child := exec.Command("/bin/busybox", "sleep", "60")
+		child.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+		if err := child.Start(); err != nil {
+			return fmt.Errorf("a child in a new mount namespace: %w", err)
+		}
+		defer func() {
+			child.Process.Kill()
+			child.Wait()
+		}()
+		return onThread(func() error {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("unshare(CLONE_FS): %w", err)
+			}
+			fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", child.Process.Pid), unix.O_RDONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			if err := unix.Setns(fd, unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("setns: %w", err)
+			}
+			return operate(a[1:])
+		})
 	case "userfaultfd":
 		fd, _, errno := syscall.Syscall(unix.SYS_USERFAULTFD, 0, 0, 0)
 		if errno != 0 {

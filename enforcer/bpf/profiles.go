@@ -413,7 +413,10 @@ func (e *Enforcer) Register(mntns uint32, id string, late bool) error {
 	return nil
 }
 
-// Unregister forgets a mount namespace. Tasks already confined stay confined.
+// Unregister forgets a mount namespace, for a container whose tasks are gone. A task
+// still in the namespace loses its identity with the registration, unless it carries it
+// in task storage (it was forked into a new mount namespace, or passed a CAP_SYS_ADMIN
+// check, as leaving a namespace requires).
 func (e *Enforcer) Unregister(mntns uint32) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
