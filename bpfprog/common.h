@@ -114,20 +114,26 @@ static __always_inline struct identity *pin(struct task_struct *task, struct ide
 }
 
 /* current_identity returns the sandbox identity of the current task, or 0 for a task
- * outside every sandbox. A sandboxed task is known by its mount namespace's registration
- * while it stays in that namespace, and by the identity pinned in its task storage once
- * it could leave it: a child cloned into a new mount namespace is pinned at fork
- * (task_alloc), a task before any CAP_SYS_ADMIN check (capable), which unshare and setns
- * of a mount namespace always make. This is the first thing every hook does, and for a
- * task outside every sandbox the whole of what it does: one load (no task storage), three
- * loads (the mount namespace) and the filter's load. */
+ * outside every sandbox. A sandboxed task carries its identity in task storage, pinned at
+ * its first hook, and keeps it wherever it goes. Until then it is known by its mount
+ * namespace's registration, which it cannot leave unpinned: a child cloned into a new
+ * mount namespace is pinned at fork (task_alloc), and unshare and setns of a mount
+ * namespace pass the capable hook, which pins, first. So a fork in a sandbox creates no
+ * storage, and a child that only execs (the exec hook does not pin) or exits never pays
+ * for one. This is the first thing every hook does, and for a task outside every sandbox
+ * the whole of what it does: one load (no task storage), three loads (the mount
+ * namespace) and the filter's load. */
 static __always_inline struct identity *current_identity(void)
 {
 	struct task_struct *current = bpf_get_current_task_btf();
 	struct identity *id = current_identity_of(current);
 	if (id)
 		return id;
-	return namespace_identity(current);
+	id = namespace_identity(current);
+	if (!id)
+		return 0;
+	struct identity *pinned = pin(current, id);
+	return pinned ? pinned : id; /* out of memory: confine this call, pin at the next */
 }
 
 /* /proc/<pid>/stat's clock tick (USER_HZ, 100 on x86) in nanoseconds. */

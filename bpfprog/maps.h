@@ -50,8 +50,8 @@ struct {
 	__type(value, __u64);
 } ns_filter SEC(".maps");
 
-/* task_identity: the identity pinned to a sandboxed task that may leave the mount
- * namespace whose registration gives it (see current_identity in common.h). */
+/* task_identity: the identity pinned to a sandboxed task at its first hook (see
+ * current_identity in common.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -29,18 +29,22 @@ const volatile struct event event_layout = {};
 
 /* ---- identity: inheritance and arming ----------------------------------------- */
 
-/* A child inherits its parent's identity at fork, before it can run or unshare: from the
- * namespace the child starts in, like its parent, or pinned in its task storage where
- * the parent's is pinned or the child starts in a new mount namespace. Most forks in a
- * sandbox are the first kind, and cost no storage. */
+/* A child inherits its parent's identity at fork, before it can run or unshare. A child
+ * that starts in a namespace whose registration gives the parent's identity needs no
+ * storage (see current_identity); one cloned into a new mount namespace, or whose parent
+ * carries an identity its namespace does not give (it came from elsewhere), is pinned. */
 SEC("lsm/task_alloc")
 int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags)
 {
 	struct task_struct *current = bpf_get_current_task_btf();
 	struct identity *parent = current_identity_of(current);
-	if (!parent) {
-		if (!(clone_flags & CLONE_NEWNS))
+	if (!(clone_flags & CLONE_NEWNS)) {
+		if (!parent)
 			return 0;
+		struct identity *here = namespace_identity(current);
+		if (here && here->profile == parent->profile && here->container == parent->container)
+			return 0;
+	} else if (!parent) {
 		parent = namespace_identity(current);
 		if (!parent)
 			return 0;
@@ -284,7 +288,9 @@ int BPF_PROG(bprm_check_security, struct linux_binprm *bprm)
 	int arming = 0;
 	if (!id) {
 		/* The runtime's first exec in a registered namespace starts the container's
-		 * own program: confinement begins here, as AppArmor's does at exec. */
+		 * own program: confinement begins here, as AppArmor's does at exec. The
+		 * registration is the identity; the exec'd program's first other hook pins it
+		 * (a program that only execs again never needs storage). */
 		struct registration *reg = registration_of(current_mntns(task));
 		if (!reg)
 			return 0;
@@ -335,12 +341,12 @@ int BPF_PROG(capable, const struct cred *cred, struct user_namespace *ns, int ca
 			return 0;
 		/* unshare and setns of a mount namespace check CAP_SYS_ADMIN first: the task
 		 * carries its identity in task storage before it can leave the namespace that
-		 * gives it. Where the storage cannot be made, the check fails. */
-		if (cap == CAP_SYS_ADMIN) {
-			id = pin(current, id);
-			if (!id)
-				return -EPERM;
-		}
+		 * gives it. Where the storage cannot be made, that check fails. */
+		struct identity *pinned = pin(current, id);
+		if (pinned)
+			id = pinned;
+		else if (cap == CAP_SYS_ADMIN)
+			return -EPERM;
 	}
 	if (cap < 0 || cap >= 64)
 		return 0;

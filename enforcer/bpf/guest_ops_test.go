@@ -386,6 +386,18 @@ func operate(a []string) error {
 			return err
 		}
 		return operate(a[1:])
+	case "spawn": // spawn PATH ARGS...: PATH as a child, EPERM where its output says so
+		// The child is forked into this namespace (no task storage) and exec'd, which
+		// pins nothing: a static busybox applet that unshares first reaches the capable
+		// hook without an identity of its own.
+		out, err := exec.Command(a[1], a[2:]...).CombinedOutput()
+		switch {
+		case err != nil && strings.Contains(string(out), "Operation not permitted"):
+			return fmt.Errorf("%s: %w", strings.TrimSpace(string(out)), syscall.EPERM)
+		case err != nil:
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
 	case "setns-child-then":
 		// the rest of the arguments after setns into the new mount namespace of a child
 		// (the child is pinned at fork; this process passes the capable hook first)

@@ -101,8 +101,11 @@ func TestFileRules(t *testing.T) {
 	}
 	allowed(t, "read an open file in new user and mount namespaces", inSandbox(t, e, "nested", "userns-then", "read", "/open/o.txt"))
 	denied(t, "read in new user and mount namespaces", inSandbox(t, e, "nested", "userns-then", "read", "/secret/a"))
-	// setns into a mount namespace that no registration names: the task carries its
-	// identity from the capable hook on (unshare -m above is the other way out).
+	// A task is pinned at its first hook; one that has had none (a child forked and
+	// exec'd into busybox) is pinned by the capable hook before it unshares.
+	denied(t, "read after busybox unshare -m", inSandbox(t, e, "nested", "spawn", "/bin/busybox", "unshare", "-m", "/bin/busybox", "cat", "/secret/a"))
+	allowed(t, "read after busybox unshare -m, unconfined", inSandbox(t, e, "", "spawn", "/bin/busybox", "unshare", "-m", "/bin/busybox", "cat", "/secret/a"))
+	// setns into a mount namespace that no registration names.
 	allowed(t, "read an open file after setns into a child's mount namespace", inSandbox(t, e, "nested", "setns-child-then", "read", "/open/o.txt"))
 	denied(t, "read after setns into a child's mount namespace", inSandbox(t, e, "nested", "setns-child-then", "read", "/secret/a"))
 	allowed(t, "read after setns into a child's mount namespace, unconfined", inSandbox(t, e, "", "setns-child-then", "read", "/secret/a"))
