@@ -14,6 +14,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out=docs/benchmarks
 mkdir -p "$out"
+# Before any output file is rewritten, which would make the tree dirty.
+commit="$(git describe --always --dirty --abbrev=12)"
 
 machine() {
 	echo "# date: $(date -u +%FT%TZ)"
@@ -42,7 +44,7 @@ bench_enforcer() {
 	eval "$(hack/libbpf.sh)"
 	{
 		machine
-		echo "# commit: $(git describe --always --dirty --abbrev=12)"
+		echo "# commit: $commit"
 		hack/vm-kernels.sh 2>/dev/null | while read -r series path; do
 			echo "# kernel $series: Debian $(basename "$(dirname "$path")"), $(basename "$path")"
 		done
@@ -59,7 +61,7 @@ bench_node() {
 	eval "$(hack/libbpf.sh)"
 	{
 		machine
-		echo "# commit: $(git describe --always --dirty --abbrev=12)"
+		echo "# commit: $commit"
 		cmd="go test -run '^\$' -bench '^BenchmarkNodeAgentInVM\$' -benchtime 1x -timeout 60m ./e2e/"
 		echo "# command: $cmd (first Kubernetes version of PODARMOR_KUBE_VERSIONS: ${PODARMOR_KUBE_VERSIONS:-default})${PODARMOR_BENCH_ROUNDS:+ (PODARMOR_BENCH_ROUNDS=$PODARMOR_BENCH_ROUNDS)}"
 		eval "$cmd"

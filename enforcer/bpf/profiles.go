@@ -414,9 +414,9 @@ func (e *Enforcer) Register(mntns uint32, id string, late bool) error {
 }
 
 // Unregister forgets a mount namespace, for a container whose tasks are gone. A task
-// still in the namespace loses its identity with the registration, unless it carries it
-// in task storage (it was forked into a new mount namespace, or passed a CAP_SYS_ADMIN
-// check, as leaving a namespace requires).
+// that ran a hook carries its identity in task storage and stays confined; one still in
+// the namespace that never ran one (forked, at most exec'd) loses it with the
+// registration.
 func (e *Enforcer) Unregister(mntns uint32) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
