@@ -400,7 +400,7 @@ func operate(a []string) error {
 		return nil
 	case "setns-child-then":
 		// the rest of the arguments after setns into the new mount namespace of a child
-		// (the child is pinned at fork; this process passes the capable hook first)
+		// (pinned at fork, cloned into it), which no registration names
 		child := exec.Command("/bin/busybox", "sleep", "60")
 		child.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
 		if err := child.Start(); err != nil {
