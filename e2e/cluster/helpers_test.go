@@ -1,10 +1,7 @@
 package cluster
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -89,17 +86,13 @@ func (c *cluster) metrics(t *testing.T, enforcer string) string {
 
 // tryMetrics is metrics for a caller that waits: an enforcer that cannot be reached
 // is an error, not the end of the test.
-func (c *cluster) tryMetrics(enforcer string) (string, error) {
-	var stderr bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.kubectlBin, "--kubeconfig", c.kubeconfig, "get", "--raw", metricsPath(enforcer))
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("the enforcer's metrics: %v: %s", err, strings.TrimSpace(stderr.String()))
+func (c *cluster) tryMetrics(t *testing.T, enforcer string) (string, error) {
+	t.Helper()
+	r := c.run(t, time.Minute, c.kubectlBin, "get", "--raw", metricsPath(enforcer))
+	if r.code != 0 {
+		return "", fmt.Errorf("the enforcer's metrics: %s", r)
 	}
-	return string(out), nil
+	return r.out, nil
 }
 
 func metricsPath(enforcer string) string {

@@ -91,7 +91,7 @@ func testContainerdRestart(t *testing.T, c *cluster) {
 	var m1 string
 	waitFor(t, 12*time.Minute, "the enforcer's NRI plugin connected to the new containerd", func() (bool, string) {
 		var err error
-		if m1, err = c.tryMetrics(enforcer.Name); err != nil {
+		if m1, err = c.tryMetrics(t, enforcer.Name); err != nil {
 			return false, err.Error()
 		}
 		conns, connected := counter(m1, "podarmor_enforcer_nri_connections_total"), counter(m1, "podarmor_enforcer_nri_connected")
