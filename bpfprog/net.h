@@ -229,7 +229,7 @@ static __always_inline int unix_peer(struct sock *other)
 	struct scratch *s = take_scratch(&seq);
 	if (!s)
 		return -EPERM;
-	return decide_path(id, bi, b, s, seq, walk_path(s, m, d, 0), 1U << PA_WRITE,
+	return decide_path(id, bi, b, s, seq, walk_path_raw(s, m, d), 1U << PA_WRITE,
 			   PA_HOOK_CONNECT);
 }
 

@@ -162,20 +162,29 @@ static __always_inline struct resolved resolve(struct scratch *s, const struct p
 /* The same walk, for hooks that may not call bpf_d_path: from a dentry up to the task's
  * root, crossing mount points, prepending each name to the end of the first half of the
  * scratch buffer. It stops at the task's root, at the root of the mount namespace (for an
- * object the task's root does not reach), and at a disconnected dentry. */
+ * object the task's root does not reach), and at a disconnected dentry.
+ *
+ * Within the mount the hook's own path or dentry lies in, the walk follows typed pointers
+ * with plain loads (which the verifier turns into fault-safe loads): a name costs one
+ * helper call, the copy of its bytes. Crossing a mount needs struct mount, which encloses
+ * the struct vfsmount the path points to, and the verifier cannot type that step back
+ * (container_of) on every supported kernel: from the first crossing on, the walk reads
+ * each field with bpf_probe_read_kernel. */
 struct up {
+	struct scratch *s;
+	struct dentry *root_dentry; /* the task's root, typed */
+	struct vfsmount *root_mnt;
+	/* typed, within the first mount */
 	struct dentry *dentry;
 	struct vfsmount *mnt;
-	struct dentry *root_dentry;
-	struct vfsmount *root_mnt;
+	struct dentry *mnt_root;
+	/* addresses read with bpf_probe_read_kernel, after the first mount crossing */
+	__u64 raw_dentry;
+	__u64 raw_mnt;
 	__u32 pos;
 	int err;
+	int crossed;
 };
-
-static __always_inline struct mount *real_mount(struct vfsmount *m)
-{
-	return (void *)m - bpf_core_field_offset(struct mount, mnt);
-}
 
 /* prepend puts "/" and the len bytes at name before pos. */
 static __always_inline int prepend(struct scratch *s, struct up *u, const unsigned char *name,
@@ -192,75 +201,131 @@ static __always_inline int prepend(struct scratch *s, struct up *u, const unsign
 	return 0;
 }
 
-static long walk_up(__u32 i, struct up *u)
+/* cross leaves the mount whose struct vfsmount is at m for the mount it is mounted on, or
+ * returns 1 at the root of the mount namespace. m may be typed or an address: it is only
+ * read through bpf_probe_read_kernel. */
+static __always_inline int cross(struct up *u, __u64 m)
 {
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s) {
-		u->err = -1;
+	struct mount *mnt = (void *)(m - bpf_core_field_offset(struct mount, mnt));
+	struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+	if (up == mnt)
 		return 1;
-	}
-	struct dentry *d = u->dentry;
-	struct vfsmount *m = u->mnt;
-	if (d == u->root_dentry && m == u->root_mnt)
+	u->raw_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+	u->raw_mnt = (__u64)up + bpf_core_field_offset(struct mount, mnt);
+	u->crossed = 1;
+	return 0;
+}
+
+/* walk_up_raw takes one step of the walk from addresses. */
+static long walk_up_raw(__u32 i, struct up *u)
+{
+	struct dentry *d = (void *)u->raw_dentry;
+	struct vfsmount *m = (void *)u->raw_mnt;
+	if (u->raw_dentry == (__u64)u->root_dentry && u->raw_mnt == (__u64)u->root_mnt)
 		return 1;
 	struct dentry *mroot = BPF_CORE_READ(m, mnt_root);
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	if (d == mroot) {
-		struct mount *mnt = real_mount(m);
-		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
-		if (up == mnt)
-			return 1; /* the root of the mount namespace */
-		u->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-		u->mnt = (void *)up + bpf_core_field_offset(struct mount, mnt);
-		return 0;
-	}
+	if (d == mroot)
+		return cross(u, u->raw_mnt);
 	if (d == parent)
 		return 1; /* disconnected */
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
 	__u32 len = BPF_CORE_READ(d, d_name.len);
-	if (prepend(s, u, name, len))
+	if (prepend(u->s, u, name, len))
+		return 1;
+	u->raw_dentry = (__u64)parent;
+	return 0;
+}
+
+/* walk_up_typed takes one step of the walk within the first mount; it ends at the
+ * mount's root, having crossed it (u->crossed) unless that is the namespace's root. */
+static long walk_up_typed(__u32 i, struct up *u)
+{
+	struct dentry *d = u->dentry;
+	if (d == u->root_dentry && u->mnt == u->root_mnt)
+		return 1;
+	if (d == u->mnt_root) {
+		cross(u, (__u64)u->mnt);
+		return 1;
+	}
+	struct dentry *parent = d->d_parent;
+	if (d == parent)
+		return 1; /* disconnected */
+	if (prepend(u->s, u, d->d_name.name, d->d_name.len))
 		return 1;
 	u->dentry = parent;
 	return 0;
 }
 
-/* walk_path resolves (mnt, dentry), with child name appended when child is set. */
+/* walk finishes a walk that u starts. Two loops, not one loop with a branch on
+ * u->crossed: Linux 6.1 verifies a bpf_loop callback once, with the state of its first
+ * call, and would take the branch of the later calls for dead code. */
+static __always_inline struct resolved walk(struct scratch *s, struct up *u)
+{
+	struct resolved r = {.off = 0, .len = -1};
+	if (!u->crossed)
+		bpf_loop(PATH_BUF / 2, walk_up_typed, u, 0);
+	if (u->crossed && !u->err)
+		bpf_loop(PATH_BUF / 2, walk_up_raw, u, 0);
+	if (u->err)
+		return r;
+	if (u->pos == PATH_BUF) { /* the root itself */
+		u->pos--;
+		s->path[u->pos & (PATH_BUF - 1)] = '/';
+	}
+	s->path[PATH_BUF] = 0; /* events copy from off: end the string */
+	r.off = u->pos & (PATH_BUF - 1);
+	r.len = PATH_BUF - u->pos;
+	return r;
+}
+
+/* walk_path resolves the typed (mnt, dentry), with child's name appended when child is
+ * set. */
 static __always_inline struct resolved walk_path(struct scratch *s, struct vfsmount *mnt,
 						 struct dentry *dentry, struct dentry *child)
 {
-	struct resolved r = {.off = 0, .len = -1};
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct fs_struct *fs = task->fs;
 	struct up u = {
+		.s = s,
+		.root_dentry = fs->root.dentry,
+		.root_mnt = fs->root.mnt,
 		.dentry = dentry,
 		.mnt = mnt,
-		.root_dentry = BPF_CORE_READ(task, fs, root.dentry),
-		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.mnt_root = mnt->mnt_root,
 		.pos = PATH_BUF,
 	};
-	if (child) {
-		const unsigned char *name = BPF_CORE_READ(child, d_name.name);
-		__u32 len = BPF_CORE_READ(child, d_name.len);
-		if (prepend(s, &u, name, len))
-			return r;
-	}
-	bpf_loop(PATH_BUF / 2, walk_up, &u, 0);
-	if (u.err)
+	if (child && prepend(s, &u, child->d_name.name, child->d_name.len)) {
+		struct resolved r = {.off = 0, .len = -1};
 		return r;
-	if (u.pos == PATH_BUF) { /* the root itself */
-		u.pos--;
-		s->path[u.pos & (PATH_BUF - 1)] = '/';
 	}
-	s->path[PATH_BUF] = 0; /* events copy from off: end the string */
-	r.off = u.pos & (PATH_BUF - 1);
-	r.len = PATH_BUF - u.pos;
-	return r;
+	return walk(s, &u);
+}
+
+/* walk_path_raw resolves (mnt, dentry) given as addresses read with
+ * bpf_probe_read_kernel. */
+static __always_inline struct resolved walk_path_raw(struct scratch *s, struct vfsmount *mnt,
+						     struct dentry *dentry)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fs_struct *fs = task->fs;
+	struct up u = {
+		.s = s,
+		.root_dentry = fs->root.dentry,
+		.root_mnt = fs->root.mnt,
+		.raw_dentry = (__u64)dentry,
+		.raw_mnt = (__u64)mnt,
+		.pos = PATH_BUF,
+		.crossed = 1,
+	};
+	return walk(s, &u);
 }
 
 /* walk_struct_path resolves a struct path, for hooks without bpf_d_path. */
 static __always_inline struct resolved walk_struct_path(struct scratch *s, const struct path *p,
 							struct dentry *child)
 {
-	return walk_path(s, BPF_CORE_READ(p, mnt), BPF_CORE_READ(p, dentry), child);
+	return walk_path(s, p->mnt, p->dentry, child);
 }
 
 /* decide_subtree refuses (or audits) moving the directory whose path was just resolved

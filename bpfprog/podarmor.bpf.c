@@ -236,7 +236,7 @@ int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
 	struct scratch *s = take_scratch(&seq);
 	if (!s)
 		return -EPERM;
-	struct resolved old = walk_path(s, BPF_CORE_READ(new_dir, mnt), old_dentry, 0);
+	struct resolved old = walk_path(s, new_dir->mnt, old_dentry, 0);
 	int ret = decide_path(id, bi, b, s, seq, old, PA_ALL_PERMS, PA_HOOK_PATH);
 	if (ret)
 		return ret;

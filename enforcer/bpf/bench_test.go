@@ -55,7 +55,7 @@ func BenchmarkEnforcerInVM(b *testing.B) {
 	const guestBin = "/podarmor/bin/bpf.test"
 	files = append(files, vm.File{Path: guestBin, Source: bin, Mode: 0o755})
 	var env []string
-	for _, k := range []string{"PODARMOR_BENCH_ROUNDS", "PODARMOR_BENCH_WARMUP", "PODARMOR_BENCH_SCALE"} {
+	for _, k := range []string{"PODARMOR_BENCH_ROUNDS", "PODARMOR_BENCH_WARMUP", "PODARMOR_BENCH_SCALE", "PODARMOR_BENCH_WORKLOADS"} {
 		if v := os.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podarmor/podarmor/enforcer/tables"
+	"github.com/podarmor/podarmor/enforcer/trial"
 	"github.com/podarmor/podarmor/policies/api/v1alpha1"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
 	"github.com/podarmor/podarmor/policies/ruleset"
@@ -110,6 +112,59 @@ func TestFileRules(t *testing.T) {
 	denied(t, "read after setns into a child's mount namespace", inSandbox(t, e, "nested", "setns-child-then", "read", "/secret/a"))
 	allowed(t, "read after setns into a child's mount namespace, unconfined", inSandbox(t, e, "", "setns-child-then", "read", "/secret/a"))
 	allowed(t, "read the guarded file", inSandbox(t, e, prof, "read", "/guard/w.txt"))
+}
+
+// TestFileRulesInAVolume checks rules on files of another mount than the container's
+// root, as a pod's volumes are: the path hooks, which resolve paths with the enforcer's
+// own walk, cross from the volume's root to its mount point two directories below the
+// container's root, so a rule on the container's path holds there; file_open resolves
+// with bpf_d_path.
+func TestFileRulesInAVolume(t *testing.T) {
+	e := enforcer(t)
+	vol := t.TempDir()
+	for _, d := range []string{"guard/sub", "free"} {
+		if err := os.MkdirAll(filepath.Join(vol, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"guard/f", "free/f"} {
+		if err := os.WriteFile(filepath.Join(vol, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prof := install(t, e, policy("volume", `  customRules:
+    files:
+    - name: guard-volume
+      paths: ["/srv/vol/guard/**"]
+      permissions: [write, create, delete, chmod, chown]
+`))
+	mounts := []trial.Mount{{Source: vol, Destination: "/srv/vol"}}
+	sandbox := box{profile: prof, socket: hookSocket(t, e), mounts: mounts}
+	unconfined := box{socket: hookSocket(t, e), mounts: mounts}
+	for _, tc := range []struct {
+		what string
+		op   []string
+	}{
+		{"write (file_open)", []string{"write", "/srv/vol/guard/f"}},
+		{"create (path_mknod)", []string{"create", "/srv/vol/guard/new"}},
+		{"mkdir (path_mkdir)", []string{"mkdir", "/srv/vol/guard/dir"}},
+		{"symlink (path_symlink)", []string{"symlink", "/srv/vol/free/f", "/srv/vol/guard/ln"}},
+		{"unlink (path_unlink)", []string{"unlink", "/srv/vol/guard/f"}},
+		{"rmdir (path_rmdir)", []string{"unlink", "/srv/vol/guard/sub"}},
+		{"chmod (path_chmod)", []string{"chmod", "/srv/vol/guard/f", "600"}},
+		{"chown (path_chown)", []string{"chown", "/srv/vol/guard/f", "1"}},
+		{"truncate (path_truncate)", []string{"truncate", "/srv/vol/guard/f"}},
+		{"rename in (path_rename)", []string{"rename", "/srv/vol/free/f", "/srv/vol/guard/f"}},
+		{"hard link in (path_link)", []string{"link", "/srv/vol/free/f", "/srv/vol/guard/hard"}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			denied(t, "sandbox", inBox(t, sandbox, tc.op...))
+		})
+	}
+	allowed(t, "create beside the guarded directory", inBox(t, sandbox, "create", "/srv/vol/free/new"))
+	allowed(t, "chmod beside the guarded directory", inBox(t, sandbox, "chmod", "/srv/vol/free/f", "644"))
+	allowed(t, "unconfined chmod", inBox(t, unconfined, "chmod", "/srv/vol/guard/f", "644"))
+	allowed(t, "unconfined create", inBox(t, unconfined, "create", "/srv/vol/guard/new"))
 }
 
 func TestExecRules(t *testing.T) {
