@@ -96,12 +96,19 @@ struct {
 	__type(value, struct dfa_classes);
 } dfa_classes SEC(".maps");
 
-/* dfa_trans: every body's transition table, in regions the enforcer allocates. */
+/* dfa_trans: every body's transition table, in regions the enforcer allocates within
+ * one page each. Memory-mappable: the enforcer writes a new body's region in place,
+ * without rewriting the rest of its page, which other bodies' walks are reading. */
+struct dfa_page {
+	__u16 next[PA_DFA_PAGE];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, 2);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct dfa_page);
 } dfa_trans SEC(".maps");
 
 /* dfa_accept: (body, accepting state) -> file verdicts. */

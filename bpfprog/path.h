@@ -10,15 +10,16 @@
 #define PODARMOR_PATH_H
 
 /* The walk takes WALK_CHUNK bytes per bpf_loop iteration, with the scratch buffer, the
- * byte classes and the table's geometry looked up once per path and carried in the
- * context: a byte costs a load, a class load, an index computation and one array lookup
- * (which the verifier inlines). A whole chunk is walked without checking for the end of
- * the path; the last, partial one checks every byte. */
+ * byte classes, the body's page of transitions and the table's geometry looked up once
+ * per path and carried in the context: a byte costs a load, a class load, an index
+ * computation and a load from the page. A whole chunk is walked without checking for the
+ * end of the path; the last, partial one checks every byte. */
 #define WALK_CHUNK 16
 
 struct walk {
 	struct scratch *s;
 	struct dfa_classes *cl;
+	struct dfa_page *page;
 	__u32 base;
 	__u32 nclasses;
 	__u32 state;
@@ -26,14 +27,15 @@ struct walk {
 	__u32 len;
 };
 
-/* WALK_BYTE takes byte k of the chunk at p, or leaves the chunk in the dead state. */
-#define WALK_BYTE(k)                                                              \
-	do {                                                                      \
-		__u32 idx = base + state * nclasses + cl->class[p[k]];           \
-		__u32 *next = bpf_map_lookup_elem(&dfa_trans, &idx);             \
-		state = next ? *next : 0;                                         \
-		if (!state)                                                       \
-			goto out; /* dead: nothing can match any more */          \
+/* WALK_BYTE takes byte k of the chunk at p, or leaves the chunk in the dead state. The
+ * mask keeps the index in the page for the verifier; the enforcer keeps every body's
+ * table inside its page. */
+#define WALK_BYTE(k)                                                                    \
+	do {                                                                            \
+		__u32 idx = (base + state * nclasses + cl->class[p[k]]) & (PA_DFA_PAGE - 1); \
+		state = page->next[idx];                                                \
+		if (!state)                                                             \
+			goto out; /* dead: nothing can match any more */                \
 	} while (0)
 
 /* WALK_LAST takes byte k of the last chunk, which has n bytes. */
@@ -47,6 +49,7 @@ struct walk {
 static long walk_chunk(__u32 i, struct walk *w)
 {
 	struct dfa_classes *cl = w->cl;
+	struct dfa_page *page = w->page;
 	__u32 base = w->base, nclasses = w->nclasses, state = w->state;
 	__u64 at = (__u64)i * WALK_CHUNK;
 	__u64 x = w->off + at, n = w->len - at;
@@ -105,12 +108,15 @@ static __always_inline __u32 match(struct scratch *s, __u32 bodyidx, struct prof
 	if (len > PATH_BUF || off > PATH_BUF)
 		return 0;
 	struct dfa_classes *cl = bpf_map_lookup_elem(&dfa_classes, &bodyidx);
-	if (!cl)
+	__u32 pg = b->dfa_base >> PA_DFA_PAGE_SHIFT;
+	struct dfa_page *page = bpf_map_lookup_elem(&dfa_trans, &pg);
+	if (!cl || !page)
 		return 0;
 	struct walk w = {
 		.s = s,
 		.cl = cl,
-		.base = b->dfa_base,
+		.page = page,
+		.base = b->dfa_base & (PA_DFA_PAGE - 1),
 		.nclasses = b->dfa_classes,
 		.state = 1,
 		.off = off,
@@ -124,11 +130,12 @@ static __always_inline __u32 match(struct scratch *s, __u32 bodyidx, struct prof
 static __always_inline __u32 step(__u32 bodyidx, struct profile_body *b, __u32 state, __u8 c)
 {
 	struct dfa_classes *cl = bpf_map_lookup_elem(&dfa_classes, &bodyidx);
-	if (!cl || !state)
+	__u32 pg = b->dfa_base >> PA_DFA_PAGE_SHIFT;
+	struct dfa_page *page = bpf_map_lookup_elem(&dfa_trans, &pg);
+	if (!cl || !page || !state)
 		return 0;
-	__u32 idx = b->dfa_base + state * b->dfa_classes + cl->class[c];
-	__u32 *next = bpf_map_lookup_elem(&dfa_trans, &idx);
-	return next ? *next : 0;
+	__u32 idx = (b->dfa_base + state * b->dfa_classes + cl->class[c]) & (PA_DFA_PAGE - 1);
+	return page->next[idx];
 }
 
 /* take_scratch claims this CPU's path buffer and returns it with its sequence number. */

@@ -7,11 +7,17 @@
 #ifndef PODARMOR_H
 #define PODARMOR_H
 
-#define PODARMOR_ABI 1
+#define PODARMOR_ABI 2
 
 #define PATH_BUF 4096 /* PATH_MAX: bpf_d_path writes at most this much */
 #define NAME_BUF 256  /* NAME_MAX + 1 */
 #define EVENT_PATH 256
+
+/* The path DFAs' transitions are 16-bit state numbers in pages of PA_DFA_PAGE entries (4
+ * MiB, the largest array map value Linux allows): a body's table lies in one page, which
+ * a walk looks up once and then indexes with plain loads. */
+#define PA_DFA_PAGE_SHIFT 21
+#define PA_DFA_PAGE (1U << PA_DFA_PAGE_SHIFT)
 
 /* Permissions a path rule can deny; file rules use the first ten, mount rules the last
  * two (matched against the mount's source and target). */
@@ -148,7 +154,8 @@ struct profile_body {
 	__u32 slot;
 	__u32 flags;
 	/* path DFA: classes and transition table base; dfa_states == 0 means no path rules */
-	__u32 dfa_base;    /* dfa_trans index of state 0: a step reads dfa_base + state * dfa_classes + class */
+	__u32 dfa_base;    /* entry of state 0 over all pages: page dfa_base / PA_DFA_PAGE; a step reads
+			    * entry dfa_base % PA_DFA_PAGE + state * dfa_classes + class */
 	__u32 dfa_classes; /* number of byte classes */
 	__u32 dfa_states;
 	__u32 _pad0;

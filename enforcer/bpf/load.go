@@ -42,8 +42,9 @@ type Capacity struct {
 	Containers uint32
 	// Profiles is the number of profiles loaded at once. Default 1024.
 	Profiles uint32
-	// Transitions is the total size of every profile's path DFA table, in entries of 4
-	// bytes. Default 4 Mi entries (16 MiB).
+	// Transitions is the total size of every profile's path DFA table, in entries of 2
+	// bytes, rounded up to whole pages of 2 Mi entries (4 MiB): one profile's table (its
+	// states times its byte classes) fits in a page. Default 4 Mi entries (8 MiB).
 	Transitions uint32
 	// AcceptStates is the number of accepting DFA states over every profile. Default 64 Ki.
 	AcceptStates uint32
@@ -72,6 +73,7 @@ func (c Capacity) withDefaults() Capacity {
 	def(&c.Containers, 4096)
 	def(&c.Profiles, 1024)
 	def(&c.Transitions, 1<<22)
+	c.Transitions = (c.Transitions + tables.DFAPage - 1) / tables.DFAPage * tables.DFAPage
 	def(&c.AcceptStates, 1<<16)
 	def(&c.SubtreeStates, 1<<18)
 	def(&c.SocketRules, 1<<16)
@@ -292,7 +294,7 @@ func (e *Enforcer) prepare(kernel *btf.Spec) error {
 		"profile_bodies": 2 * e.cap.Profiles,
 		"dfa_classes":    2 * e.cap.Profiles,
 		"mount_bodies":   2 * e.cap.Profiles,
-		"dfa_trans":      e.cap.Transitions,
+		"dfa_trans":      e.cap.Transitions / tables.DFAPage,
 		"dfa_accept":     e.cap.AcceptStates,
 		"dfa_mount":      e.cap.AcceptStates,
 		"dfa_subtree":    e.cap.SubtreeStates,

@@ -7,6 +7,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/podarmor/podarmor/enforcer/tables"
 	"github.com/podarmor/podarmor/policies/compile/bpf"
 )
@@ -148,10 +150,13 @@ func (e *Enforcer) writeBody(slot, b uint32, img *tables.Image) error {
 	body := img.Body
 	body.Slot = slot
 	if d := img.DFA; d != nil {
+		if err := fitsPage(d.NumStates, d.NumClasses); err != nil {
+			return err
+		}
 		n := uint32(d.NumStates) * uint32(d.NumClasses)
-		r, ok := e.trans.alloc(n)
+		r, ok := e.trans.alloc(n, tables.DFAPage)
 		if !ok {
-			return fmt.Errorf("path DFA of %d states x %d classes does not fit in the transition table (%d entries free of %d)", d.NumStates, d.NumClasses, e.trans.free(), e.cap.Transitions)
+			return fmt.Errorf("path DFA of %d states x %d classes does not fit in the transition table (%d entries free of %d, in pages of %d)", d.NumStates, d.NumClasses, e.trans.free(), e.cap.Transitions, tables.DFAPage)
 		}
 		bs.region = r
 		body.DFABase = r.start
@@ -210,20 +215,33 @@ func (e *Enforcer) writeBody(slot, b uint32, img *tables.Image) error {
 	return e.put("profile_bodies", b, body)
 }
 
-// writeTrans writes a DFA's transitions at start, in batches.
+// fitsPage refuses a path DFA that 16-bit state numbers or one page of the transition
+// table cannot hold.
+func fitsPage(states, classes int) error {
+	if states > tables.MaxDFAStates {
+		return fmt.Errorf("path DFA of %d states: a profile's path automaton can have at most %d (16-bit state numbers)", states, tables.MaxDFAStates)
+	}
+	if n := states * classes; n > tables.DFAPage {
+		return fmt.Errorf("path DFA of %d states x %d byte classes (%d transitions): a profile's path automaton can have at most %d transitions (a page of the transition table)", states, classes, n, tables.DFAPage)
+	}
+	return nil
+}
+
+// writeTrans writes a DFA's transitions at entry start of the table, in place through a
+// shared mapping of the map: the rest of the page, which programs are reading, is not
+// rewritten. Every transition is a state number below MaxDFAStates (checked by the
+// caller through the number of states).
 func (e *Enforcer) writeTrans(start uint32, trans []uint32) error {
-	const batch = 1 << 16
 	m := e.maps["dfa_trans"]
-	keys := make([]uint32, 0, batch)
-	for off := 0; off < len(trans); off += batch {
-		chunk := trans[off:min(off+batch, len(trans))]
-		keys = keys[:0]
-		for i := range chunk {
-			keys = append(keys, start+uint32(off+i))
-		}
-		if _, err := m.UpdateBatch(unsafe.Pointer(&keys[0]), unsafe.Pointer(&chunk[0]), uint32(len(chunk))); err != nil {
-			return fmt.Errorf("write path DFA transitions: %w", err)
-		}
+	size := int(m.MaxEntries()) * tables.DFAPage * 2
+	mem, err := unix.Mmap(m.FileDescriptor(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("write path DFA transitions: map the transition table: %w", err)
+	}
+	defer unix.Munmap(mem)
+	to := mem[int(start)*2 : (int(start)+len(trans))*2]
+	for i, t := range trans {
+		binary.LittleEndian.PutUint16(to[2*i:], uint16(t))
 	}
 	return nil
 }

@@ -5,7 +5,8 @@ import "slices"
 // region is a run of entries of the transition table.
 type region struct{ start, size uint32 }
 
-// regions hands out runs of the transition table, first fit, merging freed neighbours.
+// regions hands out runs of the transition table, first fit within a page, merging freed
+// neighbours.
 type regions struct {
 	holes []region // sorted by start, disjoint, never adjacent
 }
@@ -14,21 +15,26 @@ func newRegions(size uint32) regions {
 	return regions{holes: []region{{0, size}}}
 }
 
-func (r *regions) alloc(n uint32) (region, bool) {
+// alloc takes the first run of n entries that does not cross a multiple of page (a
+// body's transitions lie in one page of the table).
+func (r *regions) alloc(n, page uint32) (region, bool) {
 	if n == 0 {
 		return region{}, true
 	}
-	for i, h := range r.holes {
-		if h.size < n {
+	if n > page {
+		return region{}, false
+	}
+	for _, h := range r.holes {
+		start := h.start
+		if start/page != (start+n-1)/page {
+			start = (start/page + 1) * page
+		}
+		if uint64(start)+uint64(n) > uint64(h.start)+uint64(h.size) {
 			continue
 		}
-		got := region{h.start, n}
-		if h.size == n {
-			r.holes = slices.Delete(r.holes, i, i+1)
-		} else {
-			r.holes[i] = region{h.start + n, h.size - n}
-		}
-		return got, true
+		g := region{start, n}
+		r.reserve(g)
+		return g, true
 	}
 	return region{}, false
 }

@@ -8,7 +8,7 @@ import "fmt"
 // read. TestLayoutMatchesObject checks each one against the BTF of the built object.
 
 // ABI is PODARMOR_ABI: the enforcer refuses an object of another layout.
-const ABI = 1
+const ABI = 2
 
 // Limits fixed by the object's layout.
 const (
@@ -27,6 +27,14 @@ const (
 	// NSFilterBits bits, in NSFilterWords 64-bit words.
 	NSFilterBits  = 17
 	NSFilterWords = 1 << (NSFilterBits - 6)
+
+	// DFAPageShift and DFAPage are PA_DFA_PAGE_SHIFT and PA_DFA_PAGE: the transition
+	// table is pages of DFAPage 16-bit entries, and a body's table lies in one page.
+	// MaxDFAStates is the most states a path DFA can have with 16-bit state numbers
+	// (0 to 65,535, 0 the dead state), as many as enforcer/tables/dfa builds by default.
+	DFAPageShift = 21
+	DFAPage      = 1 << DFAPageShift
+	MaxDFAStates = 1 << 16
 )
 
 // NSFilterBit returns the word of the registration filter that holds mount namespace

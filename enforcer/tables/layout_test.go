@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
 	"github.com/podarmor/podarmor/bpfprog/object"
 )
@@ -93,5 +94,34 @@ func TestNSFilterMatchesObject(t *testing.T) {
 		if w2, bit2 := NSFilterBit(ns + 1<<NSFilterBits); w2 != w || bit2 != bit {
 			t.Fatalf("namespace %d and %d (the same low bits) have different filter bits", ns, ns+1<<NSFilterBits)
 		}
+	}
+}
+
+// TestDFAPageMatchesObject holds the Go constants of the transition table to the map the
+// programs read: pages of DFAPage 16-bit entries, written through a shared mapping.
+func TestDFAPageMatchesObject(t *testing.T) {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(object.Object))
+	if err != nil {
+		t.Fatalf("load the BPF object: %v", err)
+	}
+	m, ok := spec.Maps["dfa_trans"]
+	if !ok {
+		t.Fatal("the object has no map dfa_trans")
+	}
+	if m.ValueSize != 2*DFAPage {
+		t.Errorf("dfa_trans has values of %d bytes, want pages of %d 16-bit entries", m.ValueSize, DFAPage)
+	}
+	if m.Flags&unix.BPF_F_MMAPABLE == 0 {
+		t.Errorf("dfa_trans is not memory-mappable (flags %#x): the enforcer writes it in place", m.Flags)
+	}
+	st, ok := m.Value.(*btf.Struct)
+	if !ok {
+		t.Fatalf("dfa_trans's value is %v, want a struct", m.Value)
+	}
+	if len(st.Members) != 1 {
+		t.Fatalf("struct %s has %d members, want one array", st.Name, len(st.Members))
+	}
+	if a, ok := st.Members[0].Type.(*btf.Array); !ok || a.Nelems != DFAPage {
+		t.Errorf("struct %s's member is %v, want an array of %d entries", st.Name, st.Members[0].Type, DFAPage)
 	}
 }
