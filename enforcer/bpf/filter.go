@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/podarmor/podarmor/enforcer/tables"
@@ -12,7 +13,9 @@ import (
 // filter may say "look" for a namespace without a registration (two namespaces sharing
 // the low bits, or a bit a dead enforcer set); it must never say "no" for one with a
 // registration. So a bit is written before the registration it covers and cleared after
-// the last registration under it is deleted. Guarded by Enforcer.mu.
+// the last registration under it is deleted, and a bit is changed in the map's word, not
+// in a copy, so that two enforcers on the same pinned state keep each other's bits.
+// Guarded by Enforcer.mu.
 type nsFilter struct {
 	words      []uint64            // what the map holds
 	registered map[uint32]struct{} // the mount namespaces in containers
@@ -62,27 +65,35 @@ func (e *Enforcer) rebuildFilter() error {
 	return nil
 }
 
-// filterAdd counts a registration of ns, writing its bit if it is the first under it;
-// added tells whether ns was not registered before.
+// filterAdd counts a registration of ns, making sure its bit is set; added tells whether
+// ns was not registered before. The word is read from the map, not taken from this
+// enforcer's mirror: another enforcer on the same pinned state (one taking over, or a
+// test's second process) may have set bits in it since, which a write of the mirror's
+// word would clear.
 func (e *Enforcer) filterAdd(ns uint32) (added bool, err error) {
 	f := e.filter
 	if _, ok := f.registered[ns]; ok {
 		return false, nil
 	}
 	w, bit := tables.NSFilterBit(ns)
-	if f.words[w]&bit == 0 {
-		if err := e.put("ns_filter", w, f.words[w]|bit); err != nil {
+	var have uint64
+	if _, err := e.get("ns_filter", w, &have); err != nil {
+		return false, fmt.Errorf("%w (registration filter)", err)
+	}
+	if have&bit == 0 {
+		if err := e.put("ns_filter", w, have|bit); err != nil {
 			return false, fmt.Errorf("%w (registration filter)", err)
 		}
-		f.words[w] |= bit
 	}
+	f.words[w] = have | bit
 	f.registered[ns] = struct{}{}
 	f.under[filterIndex(ns)]++
 	return true, nil
 }
 
-// filterRemove forgets a deleted registration of ns, clearing its bit if it was the
-// last one under it. A failed clear leaves the bit set, which costs speed only.
+// filterRemove forgets a deleted registration of ns, clearing its bit if no registration
+// is left under it: neither one of this enforcer's, nor one in the map (another
+// enforcer's). A failed clear leaves the bit set, which costs speed only.
 func (e *Enforcer) filterRemove(ns uint32) {
 	f := e.filter
 	if _, ok := f.registered[ns]; !ok {
@@ -94,10 +105,24 @@ func (e *Enforcer) filterRemove(ns uint32) {
 		return
 	}
 	delete(f.under, i)
+	ks, err := keys(e.maps["containers"])
+	if err != nil {
+		e.log.Warn("cannot list the registrations to clear a bit of the registration filter; unsandboxed tasks of namespaces under it take the slower lookup", "namespace", ns, "error", err)
+		return
+	}
+	for _, k := range ks {
+		if filterIndex(binary.LittleEndian.Uint32(k)) == i {
+			return // another enforcer's registration under the same bit
+		}
+	}
 	w, bit := tables.NSFilterBit(ns)
-	if err := e.put("ns_filter", w, f.words[w]&^bit); err != nil {
+	var have uint64
+	if _, err := e.get("ns_filter", w, &have); err == nil {
+		err = e.put("ns_filter", w, have&^bit)
+	}
+	if err != nil {
 		e.log.Warn("cannot clear a bit of the registration filter; unsandboxed tasks of namespaces under it take the slower lookup", "namespace", ns, "error", err)
 		return
 	}
-	f.words[w] &^= bit
+	f.words[w] = have &^ bit
 }

@@ -95,4 +95,27 @@ func TestRegistrationFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("after it removed the registration it found", next, 70, 900)
+
+	// Two enforcers on the same pinned state at once (one taking over from another, as
+	// in TestAttacksFromSandbox, whose daemon registers most containers and the test's
+	// own enforcer one): each changes its bit in the map's word, so the other's bits
+	// stay, and a bit stays while the other still has a registration under it.
+	if err := e.Register(71, "filter", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Register(72, "filter", false); err != nil {
+		t.Fatal(err)
+	}
+	want("after each enforcer registered a namespace of the same word", next, 70, 71, 72, 900)
+	if err := next.Unregister(72); err != nil {
+		t.Fatal(err)
+	}
+	const twin71 = 71 + 1<<tables.NSFilterBits
+	if err := next.Register(twin71, "filter", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Unregister(71); err != nil {
+		t.Fatal(err)
+	}
+	want("after one enforcer removed a namespace whose twin the other registered", next, 70, twin71, 900)
 }
