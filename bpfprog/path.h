@@ -14,7 +14,7 @@
  * per path and carried in the context: a byte costs a load, a class load, an index
  * computation and a load from the page. A whole chunk is walked without checking for the
  * end of the path; the last, partial one checks every byte. */
-#define WALK_CHUNK 16
+#define WALK_CHUNK 32
 
 struct walk {
 	struct scratch *s;
@@ -32,10 +32,12 @@ struct walk {
  * table inside its page. */
 #define WALK_BYTE(k)                                                                    \
 	do {                                                                            \
-		__u32 idx = (base + state * nclasses + cl->class[p[k]]) & (PA_DFA_PAGE - 1); \
-		state = page->next[idx];                                                \
-		if (!state)                                                             \
-			goto out; /* dead: nothing can match any more */                \
+		__u32 idx = (row + cl->class[p[k]]) & (PA_DFA_PAGE - 1);                \
+		__u32 next = page->next[idx];                                           \
+		if (!next)                                                              \
+			goto dead; /* nothing can match any more */                     \
+		state = next;                                                           \
+		row = base + next * nclasses;                                           \
 	} while (0)
 
 /* WALK_LAST takes byte k of the last chunk, which has n bytes. */
@@ -51,14 +53,13 @@ static long walk_chunk(__u32 i, struct walk *w)
 	struct dfa_classes *cl = w->cl;
 	struct dfa_page *page = w->page;
 	__u32 base = w->base, nclasses = w->nclasses, state = w->state;
+	__u32 row = base + state * nclasses;
 	__u64 at = (__u64)i * WALK_CHUNK;
 	__u64 x = w->off + at, n = w->len - at;
 	/* match keeps off + len within the first half of the buffer; the verifier needs
 	 * to see that a chunk at x stays inside the buffer */
-	if (x > PATH_BUF * 2 - WALK_CHUNK) {
-		state = 0;
-		goto out;
-	}
+	if (x > PATH_BUF * 2 - WALK_CHUNK)
+		goto dead;
 	const __u8 *p = (const __u8 *)&w->s->path[x];
 	if (n >= WALK_CHUNK) {
 		WALK_BYTE(0);
@@ -77,6 +78,22 @@ static long walk_chunk(__u32 i, struct walk *w)
 		WALK_BYTE(13);
 		WALK_BYTE(14);
 		WALK_BYTE(15);
+		WALK_BYTE(16);
+		WALK_BYTE(17);
+		WALK_BYTE(18);
+		WALK_BYTE(19);
+		WALK_BYTE(20);
+		WALK_BYTE(21);
+		WALK_BYTE(22);
+		WALK_BYTE(23);
+		WALK_BYTE(24);
+		WALK_BYTE(25);
+		WALK_BYTE(26);
+		WALK_BYTE(27);
+		WALK_BYTE(28);
+		WALK_BYTE(29);
+		WALK_BYTE(30);
+		WALK_BYTE(31);
 	} else {
 		WALK_LAST(0);
 		WALK_LAST(1);
@@ -93,10 +110,29 @@ static long walk_chunk(__u32 i, struct walk *w)
 		WALK_LAST(12);
 		WALK_LAST(13);
 		WALK_LAST(14);
+		WALK_LAST(15);
+		WALK_LAST(16);
+		WALK_LAST(17);
+		WALK_LAST(18);
+		WALK_LAST(19);
+		WALK_LAST(20);
+		WALK_LAST(21);
+		WALK_LAST(22);
+		WALK_LAST(23);
+		WALK_LAST(24);
+		WALK_LAST(25);
+		WALK_LAST(26);
+		WALK_LAST(27);
+		WALK_LAST(28);
+		WALK_LAST(29);
+		WALK_LAST(30);
 	}
 out:
 	w->state = state;
-	return state == 0;
+	return 0;
+dead:
+	w->state = 0;
+	return 1;
 }
 
 /* match walks the len bytes at off in the scratch path s through body's DFA and returns
