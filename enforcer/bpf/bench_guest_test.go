@@ -213,6 +213,7 @@ func BenchmarkEnforcerGuest(b *testing.B) {
 		r.report(workloads, configs, rounds)
 	}
 	r.programStats(workloads, configs)
+	r.hookTimes(workloads, configs)
 	r.checkCounters()
 	r.checkAppArmor()
 }
