@@ -117,7 +117,8 @@ func (e *Enforcer) filterRemove(ns uint32) {
 	}
 	w, bit := tables.NSFilterBit(ns)
 	var have uint64
-	if _, err := e.get("ns_filter", w, &have); err == nil {
+	_, err = e.get("ns_filter", w, &have)
+	if err == nil {
 		err = e.put("ns_filter", w, have&^bit)
 	}
 	if err != nil {
