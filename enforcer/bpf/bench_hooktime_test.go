@@ -103,45 +103,49 @@ func newHookTimer(tb interface {
 	return h
 }
 
-// entryProgram: starts[i] = now.
-func (h *hookTimer) entryProgram(i int32) asm.Instructions {
+// lookupSlot sets R0 to the value of m at the key on the stack (the function's index), or
+// jumps to "out".
+func lookupSlot(m *ebpf.Map) asm.Instructions {
 	return asm.Instructions{
-		asm.StoreImm(asm.RFP, -4, int64(i), asm.Word),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, h.starts.FD()),
+		asm.LoadMapPtr(asm.R1, m.FD()),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "out"),
+	}
+}
+
+// entryProgram: starts[i] = now.
+func (h *hookTimer) entryProgram(i int32) asm.Instructions {
+	ins := asm.Instructions{asm.StoreImm(asm.RFP, -4, int64(i), asm.Word)}
+	ins = append(ins, lookupSlot(h.starts)...)
+	return append(ins,
 		asm.Mov.Reg(asm.R6, asm.R0),
 		asm.FnKtimeGetNs.Call(),
 		asm.StoreMem(asm.R6, 0, asm.R0, asm.DWord),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
-	}
+	)
 }
 
 // exitProgram: sums[i] += now - starts[i], and one call more, for a call whose entry was
 // seen.
 func (h *hookTimer) exitProgram(i int32) asm.Instructions {
-	return asm.Instructions{
+	ins := asm.Instructions{
 		asm.FnKtimeGetNs.Call(),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.StoreImm(asm.RFP, -4, int64(i), asm.Word),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, h.starts.FD()),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
+	}
+	ins = append(ins, lookupSlot(h.starts)...)
+	ins = append(ins,
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.JEq.Imm(asm.R1, 0, "out"),
 		asm.Mov.Imm(asm.R2, 0),
 		asm.StoreMem(asm.R0, 0, asm.R2, asm.DWord),
 		asm.Sub.Reg(asm.R7, asm.R1),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, h.sums.FD()),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
+	)
+	ins = append(ins, lookupSlot(h.sums)...)
+	return append(ins,
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.Add.Reg(asm.R1, asm.R7),
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
@@ -150,7 +154,7 @@ func (h *hookTimer) exitProgram(i int32) asm.Instructions {
 		asm.StoreMem(asm.R0, 8, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
-	}
+	)
 }
 
 func (h *hookTimer) attach(tb interface{ Fatalf(string, ...any) }) {
