@@ -3,8 +3,10 @@
  * Paths: resolved by the kernel from the objects an operation acts on (bpf_d_path of a
  * struct path, relative to the task's root, so a container sees its own paths), then
  * matched by walking the profile's DFA over the bytes: one table step per byte, whatever
- * the number of rules. bpf_d_path is available to sleepable LSM programs only, so every
- * hook that resolves a path is lsm.s/.
+ * the number of rules. The verifier lets a program call bpf_d_path on the hooks the
+ * kernel lists as sleepable (file_open, bprm_check_security, sb_mount...), whether or not
+ * the program itself is; those programs are lsm.s/. The path_* hooks are not on that list
+ * on Linux 6.1: they resolve with the walk below.
  */
 #ifndef PODARMOR_PATH_H
 #define PODARMOR_PATH_H
