@@ -70,8 +70,15 @@ func TestMapUsage(t *testing.T) {
 			if u.Entries != want[u.Map] {
 				t.Errorf("%s: map %s: %d entries, want %d", when, u.Map, u.Entries, want[u.Map])
 			}
-			if max := uint64(e.maps[u.Map].MaxEntries()); u.MaxEntries != max || max == 0 {
+			max := uint64(e.maps[u.Map].MaxEntries())
+			if u.Map == "dfa_trans" {
+				max *= tables.DFAPage // the map's entries are pages of transitions
+			}
+			if u.MaxEntries != max || max == 0 {
 				t.Errorf("%s: map %s: max entries %d, want %d", when, u.Map, u.MaxEntries, max)
+			}
+			if u.Entries > u.MaxEntries {
+				t.Errorf("%s: map %s: %d entries of at most %d", when, u.Map, u.Entries, u.MaxEntries)
 			}
 		}
 	}

@@ -54,7 +54,9 @@ func (e *Enforcer) MapUsage() ([]MapUsage, error) {
 				}
 			}
 		case "dfa_trans":
+			// The map's entries are pages; its capacity is counted in transitions.
 			u.Entries = uint64(e.cap.Transitions - e.trans.free())
+			u.MaxEntries = uint64(e.cap.Transitions)
 		default:
 			n, err := count(e.maps[name])
 			if err != nil {
