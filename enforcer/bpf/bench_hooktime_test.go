@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -57,9 +58,7 @@ type hookTimer struct {
 	links        []link.Link
 }
 
-func newHookTimer(tb interface {
-	Fatalf(string, ...any)
-}) *hookTimer {
+func newHookTimer(tb testing.TB) *hookTimer {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		tb.Fatalf("kernel BTF: %v", err)
@@ -157,7 +156,7 @@ func (h *hookTimer) exitProgram(i int32) asm.Instructions {
 	)
 }
 
-func (h *hookTimer) attach(tb interface{ Fatalf(string, ...any) }) {
+func (h *hookTimer) attach(tb testing.TB) {
 	for _, p := range h.progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
@@ -184,7 +183,7 @@ func (h *hookTimer) close() {
 }
 
 // read returns the time and the calls of each timed function so far.
-func (h *hookTimer) read(tb interface{ Fatalf(string, ...any) }) map[string]progStat {
+func (h *hookTimer) read(tb testing.TB) map[string]progStat {
 	m := map[string]progStat{}
 	for i, name := range h.names {
 		var v [2]uint64

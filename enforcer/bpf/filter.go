@@ -7,8 +7,9 @@ import (
 	"github.com/podarmor/podarmor/enforcer/tables"
 )
 
-// nsFilter mirrors the programs' registration filter (map ns_filter): a bit per value
-// of a mount namespace's low bits, set while a registration has that value, so that a
+// nsFilter is this enforcer's count of its registrations behind the programs'
+// registration filter (map ns_filter), which has a bit per value of a mount namespace's
+// low bits, set while a registration has that value, so that a
 // task outside every sandbox is told so by one load instead of a hash lookup. The
 // filter may say "look" for a namespace without a registration (two namespaces sharing
 // the low bits, or a bit a dead enforcer set); it must never say "no" for one with a
@@ -17,14 +18,12 @@ import (
 // in a copy, so that two enforcers on the same pinned state keep each other's bits.
 // Guarded by Enforcer.mu.
 type nsFilter struct {
-	words      []uint64            // what the map holds
-	registered map[uint32]struct{} // the mount namespaces in containers
+	registered map[uint32]struct{} // the mount namespaces this enforcer registered or found
 	under      map[uint32]int      // registrations by filter bit (the low bits of ns)
 }
 
 func newNSFilter() *nsFilter {
 	return &nsFilter{
-		words:      make([]uint64, tables.NSFilterWords),
 		registered: map[uint32]struct{}{},
 		under:      map[uint32]int{},
 	}
@@ -60,7 +59,6 @@ func (e *Enforcer) rebuildFilter() error {
 				return fmt.Errorf("bpf: registration filter: %w", err)
 			}
 		}
-		e.filter.words[w] = want[w]
 	}
 	return nil
 }
@@ -85,7 +83,6 @@ func (e *Enforcer) filterAdd(ns uint32) (added bool, err error) {
 			return false, fmt.Errorf("%w (registration filter)", err)
 		}
 	}
-	f.words[w] = have | bit
 	f.registered[ns] = struct{}{}
 	f.under[filterIndex(ns)]++
 	return true, nil
@@ -123,7 +120,5 @@ func (e *Enforcer) filterRemove(ns uint32) {
 	}
 	if err != nil {
 		e.log.Warn("cannot clear a bit of the registration filter; unsandboxed tasks of namespaces under it take the slower lookup", "namespace", ns, "error", err)
-		return
 	}
-	f.words[w] = have &^ bit
 }
